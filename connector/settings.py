@@ -1,0 +1,403 @@
+"""The whole configuration of the worker, as one pydantic-settings model tree.
+
+Values come from, highest priority first: environment variables with the prefix
+``AEP_CONNECTOR_`` (nested fields joined with ``__``, e.g.
+``AEP_CONNECTOR_BATCHING__MAX_REQUEST_BYTES``), an optional YAML file (``--config``), then the
+defaults below. Dictionaries and lists in environment variables are written as JSON.
+
+Settings are validated once at start-up; the hot path reads plain attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "AEP_CONNECTOR_"
+ENV_NESTED_DELIMITER = "__"
+
+#: The API refuses a request body over 1 MB (1,048,576 bytes), framing included.
+API_MAX_REQUEST_BYTES = 1_048_576
+
+#: Scopes Adobe's own connector requests for server-to-server OAuth.
+DEFAULT_SCOPES = [
+    "openid",
+    "AdobeID",
+    "read_organizations",
+    "additional_info.projectedProductContext",
+    "session",
+]
+
+
+class _Section(BaseModel):
+    """A settings section: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """The consumer group the worker joins, and the client properties it passes through."""
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list of brokers."
+    )
+    group_id: str = Field(default="aep-connector", description="Consumer group id.")
+    client_id: str = Field(default="aep-connector", description="Client id sent to the brokers.")
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "librdkafka properties passed to the consumer and the dead-letter producer as they "
+            "are (TLS, SASL mechanism, fetch sizes); JSON object in the environment."
+        ),
+    )
+    secret_properties: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "librdkafka properties whose values are secret (sasl.password, ssl.key.password); "
+            "never printed or logged."
+        ),
+    )
+    consume_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Records fetched per consume() call."
+    )
+    consume_timeout_ms: int = Field(
+        default=100, ge=1, le=10_000, description="How long one consume() call may wait."
+    )
+    session_timeout_ms: int = Field(
+        default=45_000, ge=6_000, description="Group session timeout (librdkafka)."
+    )
+    max_poll_interval_ms: int = Field(
+        default=300_000, ge=10_000, description="Maximum time between polls (librdkafka)."
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a group with no committed offset starts."
+    )
+    commit_interval_ms: int = Field(
+        default=5_000, ge=100, description="How often finished offsets are committed."
+    )
+    schema_registry_url: str | None = Field(
+        default=None, description="Schema registry for Avro in the Confluent wire format."
+    )
+    schema_registry_properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra schema-registry client settings (e.g. basic.auth.credentials.source).",
+    )
+    schema_registry_secret_properties: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Secret schema-registry client settings (e.g. basic.auth.user.info).",
+    )
+
+
+class AuthSettings(_Section):
+    """Server-to-server OAuth (client credentials) for inlets created with authentication."""
+
+    client_id: str | None = Field(default=None, description="OAuth client id; unset: no token.")
+    client_secret: SecretStr | None = Field(default=None, description="OAuth client secret.")
+    scopes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPES), description="Scopes requested."
+    )
+    token_url: str = Field(
+        default="https://ims-na1.adobelogin.com/ims/token/v3", description="IMS token endpoint."
+    )
+    refresh_margin_s: float = Field(
+        default=300.0, ge=0, description="Renew the token this long before it expires."
+    )
+
+    @model_validator(mode="after")
+    def _secret_with_id(self) -> AuthSettings:
+        if (self.client_id is None) != (self.client_secret is None):
+            raise ValueError("client_id and client_secret must be set together")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.client_id is not None
+
+
+class PlatformSettings(_Section):
+    """Where and how envelopes are sent: the streaming ingestion API."""
+
+    base_url: str = Field(
+        default="https://dcs.adobedc.net", description="Streaming ingestion API base URL."
+    )
+    connection_id: str | None = Field(
+        default=None,
+        description="Default connection (inlet) id, for mappings that do not name one.",
+    )
+    sandbox_name: str = Field(default="prod", description="Sent as the x-sandbox-name header.")
+    ims_org_id: str | None = Field(
+        default=None, description="Default IMS org id (…@AdobeOrg) for the envelope header."
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    extra_headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers, e.g. x-adobe-flow-id."
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP/TLS connect timeout.")
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Whole-request timeout.")
+
+
+class BatchingSettings(_Section):
+    """How envelopes are grouped into requests."""
+
+    max_request_bytes: int = Field(
+        default=1_000_000,
+        ge=1024,
+        description=(
+            "Largest request body, counting the {\"messages\":[…]} framing. The API's limit is "
+            "1,048,576 bytes; the default leaves room for proxies that re-encode."
+        ),
+    )
+    max_records: int = Field(default=1000, ge=1, description="Most messages in one request.")
+    linger_ms: int = Field(
+        default=50, ge=0, description="How long a non-full batch waits for more records."
+    )
+    max_in_flight_requests: int = Field(
+        default=4, ge=1, le=256, description="Requests awaiting an answer at once."
+    )
+
+
+class RetrySettings(_Section):
+    """Backoff for transient failures (timeouts, 408, 429, 5xx but 501)."""
+
+    initial_backoff_ms: int = Field(default=200, ge=1, description="First backoff ceiling.")
+    max_backoff_ms: int = Field(default=30_000, ge=1, description="Backoff ceiling cap.")
+    max_retry_after_s: float = Field(
+        default=300.0, gt=0, description="Largest Retry-After honoured; longer ones are capped."
+    )
+
+
+class DeadLetterSettings(_Section):
+    """Where rejected records go, and when rejections mean the deployment is wrong."""
+
+    topic: str = Field(default="aep-connector.dlq", description="Dead-letter topic.")
+    max_ratio: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Halt when more than this share of the last `window` records is dead-lettered.",
+    )
+    window: int = Field(default=1000, ge=1, description="Records the ratio is measured over.")
+    max_consecutive: int = Field(
+        default=1000, ge=1, description="Halt after this many dead letters in a row."
+    )
+    tombstones: Literal["skip", "dead-letter"] = Field(
+        default="skip", description="What to do with records whose value is null."
+    )
+
+
+class OpsSettings(_Section):
+    """The operations endpoint: metrics and probes."""
+
+    host: str = Field(default="0.0.0.0", description="Address the ops server binds.")  # noqa: S104
+    port: int = Field(default=8080, ge=0, le=65535, description="Port for /metrics and probes.")
+    log_format: Literal["json", "text"] = Field(default="json", description="Log line format.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level."
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0, description="Bound on draining in-flight requests at shutdown."
+    )
+
+
+class Settings(BaseSettings):
+    """The worker's configuration. See the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    mappings_dir: Path = Field(default=Path("mappings"), description="Mapping files directory.")
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file, when given, is set on a per-load subclass (see load_settings).
+        env = _EnvWithout(settings_cls, _undecodable_env_vars())
+        return init_settings, env, YamlConfigSettingsSource(settings_cls)
+
+
+class _EnvWithout(EnvSettingsSource):
+    """The environment minus variables already reported as undecodable, so that validation
+    can still report every other problem in the same run."""
+
+    def __init__(self, settings_cls: type[BaseSettings], skip: Mapping[str, str]) -> None:
+        self._skip = {name.lower() for name in skip}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        loaded = super()._load_env_vars()
+        return {k: v for k, v in loaded.items() if k.lower() not in self._skip}
+
+
+def _undecodable_env_vars() -> dict[str, str]:
+    """Variables for dict or list settings whose value is not JSON, with the decoder's reason."""
+    problems: dict[str, str] = {}
+    for path, type_name, _default, _description in iter_fields():
+        if not type_name.startswith(("dict", "list")):
+            continue
+        name = env_var_name(path)
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        try:
+            json.loads(raw)
+        except ValueError as exc:
+            problems[name] = f"not valid JSON ({exc})"
+    return problems
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every problem, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate the configuration, raising ConfigError with every problem found."""
+    settings_cls = Settings
+    undecodable = [
+        f"{name} (config key {_key_of(name)}): {why}"
+        for name, why in _undecodable_env_vars().items()
+    ]
+    if config_file is not None:
+        problems = _check_yaml_file(config_file)
+        if problems:
+            raise ConfigError(undecodable + problems)
+        config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})
+        settings_cls = type("Settings", (Settings,), {"model_config": config})
+    try:
+        settings = settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(undecodable + [_describe(error) for error in exc.errors()]) from None
+    except SettingsError as exc:
+        # Raised for values that cannot even be decoded, e.g. malformed JSON in a dict variable.
+        cause = exc.__cause__
+        raise ConfigError([*undecodable, f"{exc}" + (f": {cause}" if cause else "")]) from None
+    if undecodable:
+        raise ConfigError(undecodable)
+    return settings
+
+
+def _key_of(env_name: str) -> str:
+    return env_name.removeprefix(ENV_PREFIX).lower().replace(ENV_NESTED_DELIMITER, ".")
+
+
+def _check_yaml_file(path: Path) -> list[str]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return [f"config file {path}: cannot be read: {exc.strerror}"]
+    except yaml.YAMLError as exc:
+        return [f"config file {path}: not valid YAML: {exc}"]
+    if data is not None and not isinstance(data, dict):
+        return [f"config file {path}: the top level must be a mapping of sections"]
+    return []
+
+
+def env_var_name(loc: tuple[str | int, ...]) -> str:
+    """The environment variable that sets the field at `loc`."""
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    where = f"{env_var_name(loc)} (config key {key})" if loc else key
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting"
+    value = error.get("input")
+    shown = "" if error["type"] in ("missing", "extra_forbidden") or _is_secret(loc) else value
+    detail = f", got {shown!r}" if shown not in ("", None) and not isinstance(shown, dict) else ""
+    return f"{where}: {message}{detail}"
+
+
+def _is_secret(loc: tuple[str | int, ...]) -> bool:
+    return any("secret" in str(part) or "password" in str(part) for part in loc)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, every secret replaced by '**********'."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "**********"
+        if isinstance(value, BaseModel):
+            return {name: walk(getattr(value, name)) for name in type(value).model_fields}
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    result = walk(settings)
+    assert isinstance(result, dict)
+    return result
+
+
+def iter_fields(
+    model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str, str, str]]:
+    """Every leaf setting as (path, type, default, description); feeds the README reference."""
+    for name, field in model.model_fields.items():
+        path = (*prefix, name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from iter_fields(annotation, path)
+            continue
+        if field.default_factory is not None:
+            default: Any = field.default_factory()  # type: ignore[call-arg]
+        else:
+            default = field.default
+        shown_default = "" if default is None else _format_default(default)
+        type_name = _type_name(annotation)
+        yield path, type_name, shown_default, field.description or ""
+
+
+def _format_default(value: Any) -> str:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value) if value else ""
+    return str(value)
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
+    for noise in ("typing.", "pydantic.types.", "pathlib.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    return text.replace("NoneType", "None")
