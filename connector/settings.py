@@ -156,7 +156,7 @@ class BatchingSettings(_Section):
         default=1_000_000,
         ge=1024,
         description=(
-            "Largest request body, counting the {\"messages\":[…]} framing. The API's limit is "
+            'Largest request body, counting the {"messages":[…]} framing. The API\'s limit is '
             "1,048,576 bytes; the default leaves room for proxies that re-encode."
         ),
     )
@@ -284,7 +284,7 @@ class ConfigError(Exception):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load and validate the configuration, raising ConfigError with every problem found."""
-    settings_cls = Settings
+    settings_cls: type[Settings] = Settings
     undecodable = [
         f"{name} (config key {_key_of(name)}): {why}"
         for name, why in _undecodable_env_vars().items()
@@ -294,7 +294,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if problems:
             raise ConfigError(undecodable + problems)
         config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})
-        settings_cls = type("Settings", (Settings,), {"model_config": config})
+        settings_cls = type("Settings", (Settings,), {"model_config": config})  # per-load subclass
     try:
         settings = settings_cls(**overrides)
     except ValidationError as exc:
@@ -401,3 +401,17 @@ def _type_name(annotation: Any) -> str:
     for noise in ("typing.", "pydantic.types.", "pathlib.", "<class '", "'>"):
         text = text.replace(noise, "")
     return text.replace("NoneType", "None")
+
+
+def reference_markdown() -> str:
+    """The configuration reference table of the README (a test keeps the two in sync)."""
+    lines = [
+        "| environment variable | config key | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for path, type_name, default, description in iter_fields():
+        key = ".".join(path)
+        shown = f"`{default}`" if default else ""
+        cell = description.replace("|", "\\|")
+        lines.append(f"| `{env_var_name(path)}` | `{key}` | {type_name} | {shown} | {cell} |")
+    return "\n".join(lines) + "\n"

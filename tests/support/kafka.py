@@ -1,0 +1,228 @@
+"""Real Kafka and schema-registry services for the integration tests, and small helpers.
+
+Where a service comes from, first match wins:
+1. an address in the environment (KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL);
+2. testcontainers, when a Docker engine answers;
+3. `scripts/local-kafka`, which runs the real broker and registry from Maven Central jars.
+If none works the tests fail with a message saying what to install; they never skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOCAL_KAFKA = REPO_ROOT / "scripts" / "local-kafka"
+REGISTRY_IMAGE = "apicurio/apicurio-registry:3.3.3"
+
+INSTALL_HINT = (
+    "Integration tests need a real Kafka broker and schema registry. Install Java 17+ (Java 21+ "
+    "for the registry) and Apache Maven so that scripts/local-kafka can run them, or run a "
+    "Docker engine, or set KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL."
+)
+
+
+class ServiceUnavailable(Exception):
+    """No way to get the service; the message says what to install."""
+
+
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@contextmanager
+def local_service(name: str, state_dir: Path) -> Iterator[str]:
+    """Start one service with scripts/local-kafka in `state_dir`; stop it on exit."""
+    command = [sys.executable, str(LOCAL_KAFKA)]
+    common = ["--only", name, "--state-dir", str(state_dir)]
+    result = subprocess.run(
+        [*command, "start", *common, "--json"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ServiceUnavailable(f"{INSTALL_HINT}\nscripts/local-kafka said:\n{result.stderr}")
+    sys.stderr.write(result.stderr)
+    addresses: dict[str, str] = json.loads(result.stdout)
+    try:
+        yield next(iter(addresses.values()))
+    finally:
+        subprocess.run([*command, "stop", *common], capture_output=True, check=False)
+
+
+@contextmanager
+def kafka_service(state_dir: Path) -> Iterator[str]:
+    """A bootstrap address of a real broker, for the whole test session."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    with local_service("kafka", state_dir) as bootstrap:
+        wait_for_broker(bootstrap)
+        yield bootstrap
+
+
+@contextmanager
+def registry_service(state_dir: Path) -> Iterator[str]:
+    """A Confluent-compatible schema registry URL, for the whole test session."""
+    given = os.environ.get("SCHEMA_REGISTRY_URL")
+    if given:
+        yield given
+        return
+    if docker_available():
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
+
+        with DockerContainer(REGISTRY_IMAGE).with_exposed_ports(8080) as container:
+            wait_for_logs(container, "Installed features", timeout=120)
+            host, port = container.get_container_host_ip(), container.get_exposed_port(8080)
+            yield f"http://{host}:{port}/apis/ccompat/v7"
+        return
+    with local_service("registry", state_dir) as url:
+        yield url
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
+    """Wait until the broker serves metadata (its port may answer a little earlier)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise ServiceUnavailable(f"broker at {bootstrap} did not answer: {exc}") from exc
+
+
+def unique_name(prefix: str) -> str:
+    """Topic and group names unique per test, so tests never see each other's data."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1)], operation_timeout=30
+    )
+    futures[name].result(timeout=60)
+    # Creation is acknowledged before every partition has a leader; wait for the leaders.
+    for _ in range(100):
+        metadata = admin.list_topics(name, timeout=10).topics[name]
+        leaders = [p.leader for p in metadata.partitions.values()]
+        if metadata.error is None and len(leaders) == partitions and min(leaders) >= 0:
+            return name
+        admin.poll(0.1)
+    raise AssertionError(f"topic {name} has no leaders for all {partitions} partitions")
+
+
+Headers = list[tuple[str, bytes]]
+Record = tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, Headers]
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[Record],
+    partition: int | None = None,
+) -> int:
+    """Produce (key, value[, headers]) records and wait until every one is acknowledged."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True}
+    )
+    failures: list[str] = []
+
+    def on_delivery(error: object, _message: object) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    count = 0
+    for record in records:
+        key, value = record[0], record[1]
+        headers = record[2] if len(record) == 3 else None  # type: ignore[misc]
+        kwargs: dict[str, object] = {"key": key, "value": value, "on_delivery": on_delivery}
+        if headers:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+        count += 1
+    remaining = producer.flush(60)
+    assert remaining == 0, f"{remaining} records were not delivered"
+    assert not failures, f"delivery failed: {failures[:3]}"
+    return count
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The high watermark of every partition of `topic`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("probe")})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        result = {}
+        for partition in metadata.partitions:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10
+            )
+            result[partition] = high
+        return result
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of `topic` (-1001 when none is committed)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list[object]:
+    """Read `expected` records of `topic` from the beginning (no group commits)."""
+    import time
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_name("reader"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[object] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=1000, timeout=0.5):
+                if message.error() is None:
+                    messages.append(message)
+        return messages
+    finally:
+        consumer.close()
