@@ -10,7 +10,7 @@ import click
 import orjson
 
 from connector import __version__
-from connector.settings import ConfigError, Settings, load_settings, masked
+from connector.settings import ConfigError, Settings, load_settings, masked, reference_markdown
 
 #: Exit status for an invalid configuration or mapping (as for a usage error).
 EXIT_CONFIG = 2
@@ -44,8 +44,14 @@ def load_or_exit(config_file: Path | None) -> Settings:
 @main.command(short_help="Validate the configuration and the mappings, then exit.")
 @config_option
 @click.option("--show", is_flag=True, help="Print the effective configuration, secrets masked.")
-def check(config_file: Path | None, show: bool) -> None:
+@click.option(
+    "--reference", is_flag=True, help="Print the configuration reference (Markdown) and exit."
+)
+def check(config_file: Path | None, show: bool, reference: bool) -> None:
     """Validate the configuration and the mappings, then exit (0 valid, 2 invalid)."""
+    if reference:
+        click.echo(reference_markdown(), nl=False)
+        return
     settings = load_or_exit(config_file)
     if show:
         click.echo(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
