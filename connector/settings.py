@@ -167,6 +167,23 @@ class BatchingSettings(_Section):
     max_in_flight_requests: int = Field(
         default=4, ge=1, le=256, description="Requests awaiting an answer at once."
     )
+    ordering: Literal["partition", "none"] = Field(
+        default="partition",
+        description=(
+            "partition: records of a partition reach the API in offset order (one request per "
+            "partition in flight); none: any order, fuller batches across partitions."
+        ),
+    )
+    max_buffered_records: int = Field(
+        default=50_000,
+        ge=1,
+        description="Pause consuming when this many messages are buffered or in flight.",
+    )
+    max_buffered_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Pause consuming when this many message bytes are buffered or in flight.",
+    )
 
 
 class RetrySettings(_Section):
@@ -209,6 +226,16 @@ class OpsSettings(_Section):
     )
     shutdown_timeout_s: float = Field(
         default=20.0, gt=0, description="Bound on draining in-flight requests at shutdown."
+    )
+    liveness_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="/healthz fails when the main loop has not turned for this long.",
+    )
+    readiness_api_failure_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="/readyz fails when every request has failed transiently for this long.",
     )
 
 

@@ -1,0 +1,1 @@
+"""The Kafka side: the consumer adapter and decoding record values."""

@@ -1,0 +1,271 @@
+"""The sender against a scripted API (httpx MockTransport): retries, splits, tokens, halts."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+import httpx
+import orjson
+import pytest
+
+from connector.delivery.auth import TokenProvider
+from connector.delivery.backoff import BackoffPolicy
+from connector.delivery.batcher import Batch, OutboundMessage
+from connector.delivery.sender import ApiHealth, Interrupted, Sender
+from connector.errors import HaltError, RetryableError
+from connector.metrics import Metrics
+from connector.offsets import PartitionState
+from connector.records import SourceRecord
+from connector.settings import AuthSettings, PlatformSettings
+
+STATE = PartitionState(("t", 0))
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def batch(count: int) -> Batch:
+    messages = []
+    for i in range(count):
+        body = orjson.dumps({"n": i})
+        messages.append(
+            OutboundMessage(body, SourceRecord("t", 0, i, None, None, body), STATE, "m", "conn")
+        )
+    return Batch(("conn",), "conn", 0.0, messages)
+
+
+def accept_all(request: httpx.Request) -> httpx.Response:
+    count = len(orjson.loads(request.content)["messages"])
+    return httpx.Response(
+        207,
+        json={
+            "inletId": "i",
+            "batchId": "b",
+            "responses": [{"xactionId": f"b:{i}"} for i in range(count)],
+        },
+    )
+
+
+def make_sender(
+    handler: Handler,
+    auth: AuthSettings | None = None,
+    stop: threading.Event | None = None,
+    clock: Clock | None = None,
+) -> tuple[Sender, Metrics, TokenProvider]:
+    metrics = Metrics()
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    platform = PlatformSettings(
+        base_url="http://api.test", sandbox_name="dev", extra_headers={"x-adobe-flow-id": "f"}
+    )
+    clock = clock or Clock()
+    tokens = TokenProvider(auth or AuthSettings(), http, clock, metrics)
+    sender = Sender(
+        http,
+        platform,
+        tokens,
+        BackoffPolicy(initial_s=0.0001, max_s=0.001, max_retry_after_s=0.001),
+        stop or threading.Event(),
+        metrics,
+        ApiHealth(clock),
+        rng=random.Random(0),
+    )
+    return sender, metrics, tokens
+
+
+def test_headers_and_path() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return accept_all(request)
+
+    sender, _, _ = make_sender(handler)
+    result = sender.deliver(batch(3))
+    assert len(result.accepted) == 3
+    request = seen[0]
+    assert request.url.path == "/collection/batch/conn"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-sandbox-name"] == "dev"
+    assert request.headers["x-adobe-flow-id"] == "f"
+    assert "authorization" not in request.headers
+
+
+def test_transient_failures_are_retried_until_accepted() -> None:
+    script = [503, 429, 500]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if script:
+            return httpx.Response(script.pop(0), headers={"Retry-After": "0"})
+        return accept_all(request)
+
+    sender, metrics, _ = make_sender(handler)
+    result = sender.deliver(batch(2))
+    assert len(result.accepted) == 2
+    assert result.rejected == []
+    assert metrics.retries.labels("503")._value.get() == 1
+    assert metrics.retries.labels("429")._value.get() == 1
+
+
+def test_connection_errors_are_retried() -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise httpx.ConnectError("refused")
+        return accept_all(request)
+
+    sender, _, _ = make_sender(handler)
+    assert len(sender.deliver(batch(1)).accepted) == 1
+    assert calls["n"] == 3
+
+
+def test_413_splits_in_halves_keeping_order() -> None:
+    sizes: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        messages = orjson.loads(request.content)["messages"]
+        sizes.append(len(messages))
+        if len(messages) > 2:
+            return httpx.Response(413, json={"message": "too large"})
+        return accept_all(request)
+
+    sender, metrics, _ = make_sender(handler)
+    result = sender.deliver(batch(8))
+    assert [m.record.offset for m in result.accepted] == list(range(8))
+    assert sizes == [8, 4, 2, 2, 4, 2, 2]
+    assert metrics.splits._value.get() == 3
+
+
+def test_partial_rejection_is_reported_per_message() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            207,
+            json={
+                "responses": [
+                    {"xactionId": "b:0"},
+                    {"status": 400, "message": "bad field"},
+                    {"xactionId": "b:2"},
+                ]
+            },
+        )
+
+    sender, _, _ = make_sender(handler)
+    result = sender.deliver(batch(3))
+    assert [m.record.offset for m in result.accepted] == [0, 2]
+    ((message, rejection, attempts),) = result.rejected
+    assert message.record.offset == 1
+    assert rejection.status == 400
+    assert rejection.message == "bad field"
+    assert attempts == 1
+
+
+AUTH = AuthSettings(
+    client_id="cid", client_secret="secret", token_url="http://ims.test/ims/token/v3"
+)
+
+
+def test_token_is_fetched_cached_and_renewed_before_expiry() -> None:
+    issued: list[str] = []
+    clock = Clock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ims/token/v3":
+            form = dict(httpx.QueryParams(request.content.decode()))
+            assert form["grant_type"] == "client_credentials"
+            assert form["client_secret"] == "secret"
+            issued.append(f"tok{len(issued)}")
+            return httpx.Response(
+                200, json={"access_token": issued[-1], "token_type": "bearer", "expires_in": 100}
+            )
+        assert request.headers["authorization"] == f"Bearer {issued[-1]}"
+        return accept_all(request)
+
+    sender, metrics, _ = make_sender(handler, AUTH, clock=clock)
+    sender.deliver(batch(1))
+    sender.deliver(batch(1))
+    assert issued == ["tok0"]
+    clock.now += 81  # within a fifth of the 100 s lifetime of expiry
+    sender.deliver(batch(1))
+    assert issued == ["tok0", "tok1"]
+    assert metrics.token_renewals.labels("expiry")._value.get() == 1
+
+
+def test_401_renews_once_then_succeeds() -> None:
+    tokens_issued = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ims/token/v3":
+            tokens_issued["n"] += 1
+            return httpx.Response(
+                200, json={"access_token": f"t{tokens_issued['n']}", "expires_in": 3600}
+            )
+        if request.headers["authorization"] == "Bearer t1":
+            return httpx.Response(401, json={"message": "expired"})
+        return accept_all(request)
+
+    sender, _, _ = make_sender(handler, AUTH)
+    assert len(sender.deliver(batch(2)).accepted) == 2
+    assert tokens_issued["n"] == 2
+
+
+def test_persistent_403_halts() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ims/token/v3":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        return httpx.Response(403, json={"message": "forbidden"})
+
+    sender, _, _ = make_sender(handler, AUTH)
+    with pytest.raises(HaltError, match="403"):
+        sender.deliver(batch(1))
+
+
+def test_wrong_client_secret_halts() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "invalid_client", "error_description": "bad"})
+
+    sender, _, _ = make_sender(handler, AUTH)
+    with pytest.raises(HaltError, match="refused the client credentials"):
+        sender.deliver(batch(1))
+
+
+def test_token_endpoint_outage_is_transient() -> None:
+    auth = TokenProvider(
+        AUTH,
+        httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(503))),
+        Clock(),
+        Metrics(),
+    )
+    with pytest.raises(RetryableError):
+        auth.headers()
+
+
+@pytest.mark.parametrize("status", [404, 501])
+def test_unknown_inlet_and_501_halt(status: int) -> None:
+    sender, _, _ = make_sender(lambda r: httpx.Response(status))
+    with pytest.raises(HaltError, match=str(status)):
+        sender.deliver(batch(1))
+
+
+def test_stop_interrupts_a_batch_that_keeps_failing() -> None:
+    stop = threading.Event()
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            stop.set()
+        return httpx.Response(503)
+
+    sender, _, _ = make_sender(handler, stop=stop)
+    with pytest.raises(Interrupted):
+        sender.deliver(batch(1))
+    assert calls["n"] == 5
