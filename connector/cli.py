@@ -56,3 +56,27 @@ def check(config_file: Path | None, show: bool, reference: bool) -> None:
     if show:
         click.echo(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
     click.echo("configuration OK", err=True)
+
+
+@main.command(short_help="Run the local emulator of the Platform streaming ingestion API.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8090, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The emulator's YAML configuration (see connector/emulator/README.md).",
+)
+def emulator(host: str, port: int, config_file: Path | None) -> None:
+    """Serve the streaming collection API, the token endpoint and the /__emulator/ control API
+    until interrupted (exit status 2 for an invalid configuration)."""
+    from connector.emulator import EmulatorConfigError, create_app, load_config, serve
+
+    try:
+        app = create_app(load_config(config_file))
+    except EmulatorConfigError as exc:
+        click.echo(f"invalid emulator configuration ({len(exc.problems)} problem(s)):", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
+    serve(app, host, port)
