@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 import orjson
@@ -56,6 +57,7 @@ def check(config_file: Path | None, show: bool, reference: bool) -> None:
     if show:
         click.echo(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
     click.echo("configuration OK", err=True)
+    check_mappings_or_exit(settings)
 
 
 @main.command(short_help="Run the local emulator of the Platform streaming ingestion API.")
@@ -80,3 +82,96 @@ def emulator(host: str, port: int, config_file: Path | None) -> None:
             click.echo(f"  - {problem}", err=True)
         sys.exit(EXIT_CONFIG)
     serve(app, host, port)
+
+
+def check_mappings_or_exit(settings: Settings) -> None:
+    """Compile every mapping of settings.mappings_dir; print every problem and exit 2 if any."""
+    from connector.mapping import MappingLoadError, TargetDefaults, load_mappings
+
+    platform = settings.platform
+    defaults = TargetDefaults(platform.connection_id, platform.ims_org_id)
+    try:
+        mappings = load_mappings(settings.mappings_dir, defaults)
+    except MappingLoadError as exc:
+        click.echo(f"invalid mappings ({len(exc.problems)} problem(s)):", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
+    unrouted = [m for m in mappings if m.connection_id is None]
+    for mapping in unrouted:
+        click.echo(
+            f"  - {mapping.path}: no target.connectionId and platform.connection_id is not set",
+            err=True,
+        )
+    if unrouted:
+        sys.exit(EXIT_CONFIG)
+    click.echo(f"mappings OK: {len(mappings)} in {settings.mappings_dir}", err=True)
+
+
+@main.command("map", short_help="Map JSON lines through a mapping file; print envelopes.")
+@click.argument("mapping_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("input_file", type=click.File("rb"), default="-", required=False)
+@click.option("--entity-only", is_flag=True, help="Print only the XDM entity of each record.")
+@config_option
+def map_records(
+    mapping_file: Path, input_file: BinaryIO, entity_only: bool, config_file: Path | None
+) -> None:
+    """Map records (JSON lines from INPUT_FILE, or stdin) with MAPPING_FILE and print one
+    envelope per line (only the entity with --entity-only).
+
+    Kafka metadata is simulated: _kafka.topic is the mapping's first topic, partition 0, the
+    offset the line number - 1, no key, headers or timestamp. Bad lines and field warnings are
+    reported on stderr with their line number. Exit status: 0 when every line mapped (or was
+    skipped by the filter), 1 when any line failed, 2 for an invalid mapping or configuration.
+    """
+    import time
+
+    from connector.mapping import (
+        MappingFailure,
+        MappingLoadError,
+        TargetDefaults,
+        load_mapping_file,
+    )
+    from connector.records import RecordMeta
+
+    settings = load_or_exit(config_file)
+    defaults = TargetDefaults(settings.platform.connection_id, settings.platform.ims_org_id)
+    try:
+        mapping = load_mapping_file(mapping_file, defaults)
+    except MappingLoadError as exc:
+        click.echo(f"invalid mapping ({len(exc.problems)} problem(s)):", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
+    topic = mapping.source_topics[0] if mapping.source_topics else ""
+    out = sys.stdout.buffer
+    failed = 0
+    for number, line in enumerate(input_file, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            click.echo(f"line {number}: not valid JSON: {exc}", err=True)
+            failed += 1
+            continue
+        meta = RecordMeta(topic, 0, number - 1, None, None, {})
+        try:
+            result = mapping.apply(value, meta)
+        except MappingFailure as exc:
+            click.echo(f"line {number}: {exc}", err=True)
+            failed += 1
+            continue
+        for warning in result.warnings:
+            click.echo(f"line {number}: warning: {warning}", err=True)
+        if result.entity is None:
+            click.echo(f"line {number}: skipped by the filter", err=True)
+            continue
+        if entity_only:
+            out.write(orjson.dumps(result.entity) + b"\n")
+        else:
+            out.write(mapping.envelope(result.entity, time.time_ns() // 1_000_000) + b"\n")
+    out.flush()
+    if failed:
+        click.echo(f"{failed} line(s) failed", err=True)
+        sys.exit(1)

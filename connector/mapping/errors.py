@@ -1,0 +1,41 @@
+"""The mapping package's errors: load-time problems, per-field evaluation errors, rejected records.
+
+Load time collects problems instead of raising at the first one, so that a user sees every
+mistake of every file in one run. At run time a field error stays inside one field (a warning)
+unless the mapping is strict; only `MappingFailure` ever leaves `CompiledMapping.apply`.
+"""
+
+from __future__ import annotations
+
+
+class SourceError(Exception):
+    """A problem in one piece of mapping text (expression, path, pattern) at a line and column."""
+
+    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        return f"{self.message} (line {self.line}, column {self.column})"
+
+
+class ExpressionError(Exception):
+    """An expression could not produce a value for this record (bad input type, parse failure).
+
+    Messages name the function and the problem, never the record's values.
+    """
+
+
+class MappingFailure(Exception):
+    """The record cannot be mapped: a field failed in strict mode, the filter failed, the value
+    is not an object, or nothing at all was produced. The message names the destination."""
+
+
+class MappingLoadError(Exception):
+    """One or more mapping files are invalid; `problems` lists every one, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems

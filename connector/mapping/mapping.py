@@ -1,0 +1,254 @@
+"""A compiled mapping: the object the worker routes records to and calls per record.
+
+`apply` runs the closures built at load time (filter, then the entity builder) and never
+raises anything but MappingFailure, whatever the record holds; `envelope` wraps an entity
+into the Platform message bytes with constant parts encoded once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from connector.envelope import Envelope, EnvelopeTarget
+from connector.mapping import dates, paths
+from connector.mapping.compiler import Ctx, Eval, ExpressionCompiler, describe
+from connector.mapping.entity import Builder, Field
+from connector.mapping.errors import MappingFailure, SourceError
+from connector.mapping.functions import FUNCTION_NAMES, Runtime
+from connector.mapping.nodes import Ref
+from connector.mapping.parser import KAFKA, parse_expression
+from connector.mapping.values import DESTINATION_TYPES, clean, rfc3339, truthy, type_name
+from connector.records import RecordMeta
+
+SourceFormat = Literal["json", "avro", "avro-schema"]
+SourceType = Literal["ATTRIBUTE", "EXPRESSION", "STATIC"]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetDefaults:
+    """Target values from the settings (platform.connection_id, platform.ims_org_id), used by
+    mappings that do not set their own."""
+
+    connection_id: str | None = None
+    ims_org_id: str | None = None
+
+
+@dataclass(slots=True)
+class MapResult:
+    """One record's outcome: the entity (None: the filter skipped the record) and the
+    warnings of fields that were left out because their expression failed."""
+
+    entity: dict[str, object] | None
+    warnings: list[str]
+
+
+def _to_date_time(value: object) -> object:
+    return rfc3339(dates.to_datetime(value, "date-time field"))
+
+
+def _to_date(value: object) -> object:
+    return dates.to_datetime(value, "date field").date().isoformat()
+
+
+#: `type:` values a mapping entry may declare for its destination, and their conversions.
+FIELD_TYPES: dict[str, Callable[[object], object]] = {
+    **DESTINATION_TYPES,
+    "date-time": _to_date_time,
+    "date": _to_date,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySpec:
+    """One validated mapping entry, before compilation."""
+
+    label: str
+    source_type: SourceType
+    source: object
+    destination: str
+    type: str | None = None
+
+
+def _position(exc: SourceError) -> str:
+    return f"line {exc.line}, column {exc.column}"
+
+
+def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, list[str]]:
+    """Compile one entry; returns the field (None when it has problems) and its problems."""
+    label = entry.label
+    problems: list[str] = []
+    destination: paths.Path = ()
+    try:
+        destination, _escaped = paths.parse_path(entry.destination)
+    except SourceError as exc:
+        problems.append(
+            f"{label}: destination {entry.destination!r}: {exc.message} (column {exc.column})"
+        )
+    else:
+        if not isinstance(destination[0], str):
+            problems.append(f"{label}: destination {entry.destination!r} must start with a name")
+    depth = sum(isinstance(step, paths.Star) for step in destination)
+
+    convert = FIELD_TYPES.get(entry.type) if entry.type is not None else None
+    if entry.type is not None and convert is None:
+        problems.append(
+            f"{label}: unknown type {entry.type!r}; use one of {', '.join(FIELD_TYPES)}"
+        )
+
+    evaluate: Eval | None = None
+    direct: tuple[int, tuple[str, ...]] | None = None
+    compiler = ExpressionCompiler(runtime, depth)
+    if entry.source_type == "STATIC":
+        evaluate, convert = _static(entry, convert, problems)
+    elif not isinstance(entry.source, str) or not entry.source.strip():
+        problems.append(f"{label}: {entry.source_type} needs a non-empty string source")
+    elif entry.source_type == "ATTRIBUTE":
+        try:
+            steps, escaped = paths.parse_path(entry.source)
+        except SourceError as exc:
+            problems.append(
+                f"{label}: source path {entry.source!r}: {exc.message} (column {exc.column})"
+            )
+        else:
+            kafka = not escaped and steps[0] == KAFKA
+            evaluate = compiler.compile(Ref(1, 1, steps[1:] if kafka else steps, kafka))
+            direct = None if kafka else _direct_read(steps, depth)
+    else:
+        try:
+            node = parse_expression(entry.source, FUNCTION_NAMES)
+        except SourceError as exc:
+            problems.append(f"{label}: source: syntax error: {exc.message} ({_position(exc)})")
+        else:
+            evaluate = compiler.compile(node)
+    problems.extend(f"{label}: source: {p.message} ({_position(p)})" for p in compiler.problems)
+    if problems or evaluate is None:
+        return None, problems
+    return Field(label, destination, evaluate, compiler.star_refs, convert, direct), []
+
+
+def _direct_read(steps: paths.Path, depth: int) -> tuple[int, tuple[str, ...]] | None:
+    """For attributes such as `a.b` or `items[*].sku` (with the [*] bound by the destination):
+    where the leaf can read the value itself. None for anything else."""
+    segments = paths.split_stars(steps)
+    stars = len(segments) - 1
+    last = segments[-1]
+    if not all(isinstance(step, str) for step in last):
+        return None
+    names = tuple(str(step) for step in last)
+    if stars == 0 and 1 <= len(names) <= 2:
+        return -1, names
+    if 0 < stars <= depth and len(names) == 1:
+        return stars - 1, names
+    return None
+
+
+def _static(
+    entry: EntrySpec, convert: Callable[[object], object] | None, problems: list[str]
+) -> tuple[Eval | None, None]:
+    """A STATIC value is converted and cleaned once, at load time."""
+    value = entry.source
+    if convert is not None and value is not None:
+        try:
+            value = convert(value)
+        except Exception as exc:
+            problems.append(f"{entry.label}: static value: {describe(exc)}")
+            return None, None
+    try:
+        value = clean(value)
+    except Exception as exc:
+        problems.append(f"{entry.label}: static value: {describe(exc)}")
+        return None, None
+    if value is None:
+        problems.append(f"{entry.label}: a STATIC entry needs a value (not null or empty)")
+        return None, None
+    return (lambda ctx: value), None
+
+
+def compile_filter(text: str, runtime: Runtime) -> tuple[Eval | None, list[str]]:
+    """The filter expression; problems are returned without a prefix (the caller adds where)."""
+    compiler = ExpressionCompiler(runtime, 0)
+    try:
+        node = parse_expression(text, FUNCTION_NAMES)
+    except SourceError as exc:
+        return None, [f"syntax error: {exc.message} ({_position(exc)})"]
+    evaluate = compiler.compile(node)
+    problems = [f"{p.message} ({_position(p)})" for p in compiler.problems]
+    return (None if problems else evaluate), problems
+
+
+class CompiledMapping:
+    """A mapping file compiled into closures; cheap to call for every record."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        path: Path | None,
+        source_topics: tuple[str, ...],
+        topic_pattern: re.Pattern[str] | None,
+        source_format: SourceFormat,
+        schema_path: Path | None,
+        strict: bool,
+        connection_id: str | None,
+        target: EnvelopeTarget,
+        build: Builder,
+        keep: Eval | None = None,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.source_topics = source_topics
+        self.topic_pattern = topic_pattern
+        self.source_format: SourceFormat = source_format
+        self.schema_path = schema_path
+        self.strict = strict
+        self.connection_id = connection_id
+        self.target = target
+        self._topics = frozenset(source_topics)
+        self._build = build
+        self._keep = keep
+        self._envelope = Envelope(target)
+
+    def __repr__(self) -> str:
+        return f"CompiledMapping(name={self.name!r}, path={self.path})"
+
+    def matches(self, topic: str) -> bool:
+        """Whether records of `topic` go through this mapping (listed, or a full pattern match)."""
+        if topic in self._topics:
+            return True
+        return self.topic_pattern is not None and self.topic_pattern.fullmatch(topic) is not None
+
+    def apply(self, value: object, meta: RecordMeta) -> MapResult:
+        """Map one decoded record. Raises only MappingFailure (strict-mode field error, filter
+        error, a value that is not an object, or an entity with no field at all)."""
+        if not isinstance(value, dict):
+            raise MappingFailure(f"the record value is not an object (got {type_name(value)})")
+        ctx = Ctx(value, meta, self.strict)
+        try:
+            if self._keep is not None and not self._filter(ctx):
+                return MapResult(None, ctx.warnings)
+            entity = self._build(ctx)
+        except MappingFailure:
+            raise
+        except Exception as exc:  # a defect must still reach the caller as a mapping failure
+            raise MappingFailure(f"unexpected {type(exc).__name__} while mapping") from exc
+        if not isinstance(entity, dict):
+            first = f"; first field error: {ctx.warnings[0]}" if ctx.warnings else ""
+            raise MappingFailure(
+                f"no destination field has a value ({len(ctx.warnings)} field error(s){first})"
+            )
+        return MapResult(entity, ctx.warnings)
+
+    def _filter(self, ctx: Ctx) -> bool:
+        assert self._keep is not None
+        try:
+            return truthy(self._keep(ctx))
+        except Exception as exc:
+            raise MappingFailure(f"filter: {describe(exc)}") from exc
+
+    def envelope(self, entity: dict[str, object], created_at_ms: int) -> bytes:
+        """The Platform message for `entity`, serialized once (see connector.envelope)."""
+        return self._envelope.encode(entity, created_at_ms)
