@@ -84,26 +84,31 @@ def emulator(host: str, port: int, config_file: Path | None) -> None:
     serve(app, host, port)
 
 
+@main.command(short_help="Run the worker: stream the mapped topics into the Platform.")
+@config_option
+def run(config_file: Path | None) -> None:
+    """Consume the topics the mappings name, deliver to the API, commit after acknowledgement.
+
+    Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 for an invalid configuration or
+    mapping, 3 when the worker halted (see the last log line for why).
+    """
+    from connector.runner import run_worker
+
+    settings = load_or_exit(config_file)
+    sys.exit(run_worker(settings))
+
+
 def check_mappings_or_exit(settings: Settings) -> None:
     """Compile every mapping of settings.mappings_dir; print every problem and exit 2 if any."""
-    from connector.mapping import MappingLoadError, TargetDefaults, load_mappings
+    from connector.mapping import MappingLoadError
+    from connector.runner import load_worker_mappings
 
-    platform = settings.platform
-    defaults = TargetDefaults(platform.connection_id, platform.ims_org_id)
     try:
-        mappings = load_mappings(settings.mappings_dir, defaults)
+        mappings = load_worker_mappings(settings)
     except MappingLoadError as exc:
         click.echo(f"invalid mappings ({len(exc.problems)} problem(s)):", err=True)
         for problem in exc.problems:
             click.echo(f"  - {problem}", err=True)
-        sys.exit(EXIT_CONFIG)
-    unrouted = [m for m in mappings if m.connection_id is None]
-    for mapping in unrouted:
-        click.echo(
-            f"  - {mapping.path}: no target.connectionId and platform.connection_id is not set",
-            err=True,
-        )
-    if unrouted:
         sys.exit(EXIT_CONFIG)
     click.echo(f"mappings OK: {len(mappings)} in {settings.mappings_dir}", err=True)
 

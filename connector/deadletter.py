@@ -14,11 +14,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connector.errors import HaltError, Stage
+from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.records import SourceRecord
+
+log = get_logger("deadletter")
 
 HEADER_PREFIX = "aep.dlq."
 MESSAGE_LIMIT = 1000  # characters of an error message kept in a header
@@ -62,10 +65,13 @@ class DeadLetterWriter:
         producer_factory: Callable[[dict[str, Any]], Any] = Producer,
     ) -> None:
         config = {
+            # A dead letter carries the original record, which may be larger than the API's
+            # 1 MB; the topic's max.message.bytes must allow it too.
+            "message.max.bytes": 10 * 1024 * 1024,
+            "linger.ms": 20,
             **producer_config,
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 20,
         }
         self._producer = producer_factory(config)
         self.topic = topic
@@ -120,8 +126,18 @@ class DeadLetterWriter:
             raise HaltError(self.failure)
 
     def check_topic(self, timeout_s: float = 10.0) -> None:
-        """Refuse to start when the dead-letter topic does not exist."""
-        metadata = self._producer.list_topics(self.topic, timeout=timeout_s)
+        """Refuse to start when the brokers say the dead-letter topic does not exist.
+
+        Brokers that do not answer yet are not a reason to halt: the consumer and the
+        producer wait for them, and readiness stays false meanwhile.
+        """
+        try:
+            metadata = self._producer.list_topics(self.topic, timeout=timeout_s)
+        except KafkaException as exc:
+            log.warning(
+                "could not check the dead-letter topic", extra={"fields": {"error": str(exc)}}
+            )
+            return
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
             raise HaltError(

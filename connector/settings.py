@@ -232,6 +232,14 @@ class OpsSettings(_Section):
         gt=0,
         description="/healthz fails when the main loop has not turned for this long.",
     )
+    halt_linger_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "After a halt, keep /readyz (503, with the reason) and /metrics up this long "
+            "before exiting, so probes and scrapers can see why."
+        ),
+    )
     readiness_api_failure_s: float = Field(
         default=60.0,
         gt=0,

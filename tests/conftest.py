@@ -27,3 +27,12 @@ def schema_registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
             yield url
     except ServiceUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.support.report import MEASUREMENTS
+
+    if MEASUREMENTS:
+        terminalreporter.section("measurements")
+        for name, value in MEASUREMENTS:
+            terminalreporter.write_line(f"{name}: {value}")

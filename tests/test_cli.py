@@ -50,25 +50,36 @@ def test_check_names_the_bad_variable_and_exits_2() -> None:
     assert "one-megabyte" in result.stderr
 
 
-def test_check_passes_with_a_valid_environment(tmp_path: Path) -> None:
+EXAMPLES = str(README.parent / "mappings" / "examples")
+
+
+def test_check_passes_with_a_valid_environment() -> None:
     result = run_cli(
         "check",
         env={
             "AEP_CONNECTOR_BATCHING__MAX_REQUEST_BYTES": "900000",
-            "AEP_CONNECTOR_MAPPINGS_DIR": str(tmp_path),
+            "AEP_CONNECTOR_MAPPINGS_DIR": EXAMPLES,
+            "AEP_CONNECTOR_PLATFORM__CONNECTION_ID": "inlet-1",
         },
     )
     assert result.returncode == 0, result.stderr
 
 
-def test_check_show_masks_secrets(tmp_path: Path) -> None:
+def test_check_refuses_an_empty_mappings_directory(tmp_path: Path) -> None:
+    result = run_cli("check", env={"AEP_CONNECTOR_MAPPINGS_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "no mapping files" in result.stderr
+
+
+def test_check_show_masks_secrets() -> None:
     result = run_cli(
         "check",
         "--show",
         env={
             "AEP_CONNECTOR_PLATFORM__AUTH__CLIENT_ID": "my-client",
             "AEP_CONNECTOR_PLATFORM__AUTH__CLIENT_SECRET": "p4ssw0rd-value",
-            "AEP_CONNECTOR_MAPPINGS_DIR": str(tmp_path),
+            "AEP_CONNECTOR_MAPPINGS_DIR": EXAMPLES,
+            "AEP_CONNECTOR_PLATFORM__CONNECTION_ID": "inlet-1",
         },
     )
     assert result.returncode == 0, result.stderr

@@ -117,11 +117,14 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+#: Topics in tests accept records up to 5 MB, so that "too large for the API" can be produced.
+TOPIC_CONFIG = {"max.message.bytes": str(5 * 1024 * 1024)}
+
+
 def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)], operation_timeout=30
-    )
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=TOPIC_CONFIG)
+    futures = admin.create_topics([topic], operation_timeout=30)
     futures[name].result(timeout=60)
     # Creation is acknowledged before every partition has a leader; wait for the leaders.
     for _ in range(100):
@@ -145,7 +148,13 @@ def produce(
 ) -> int:
     """Produce (key, value[, headers]) records and wait until every one is acknowledged."""
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True}
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "message.max.bytes": 5 * 1024 * 1024,
+        }
     )
     failures: list[str] = []
 
@@ -194,11 +203,24 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The group's committed offset per partition of `topic` (-1001 when none is committed)."""
+    import time
+
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-        return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+        for attempt in range(50):
+            try:
+                committed = consumer.committed(partitions, timeout=10)
+                return {tp.partition: tp.offset for tp in committed}
+            except KafkaException as exc:
+                # The group coordinator may still be loading right after the broker started.
+                if not exc.args[0].retriable() and "coordinator" not in str(exc).lower():
+                    raise
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
     finally:
         consumer.close()
 

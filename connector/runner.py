@@ -1,0 +1,75 @@
+"""Starting the worker as a process: logging, mappings, the ops server, signals."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+from connector.logs import configure, get_logger
+from connector.mapping import CompiledMapping, MappingLoadError, TargetDefaults, load_mappings
+from connector.metrics import Metrics
+from connector.ops import OpsServer
+from connector.settings import Settings, masked
+
+log = get_logger("runner")
+
+EXIT_CONFIG = 2
+
+
+def load_worker_mappings(settings: Settings) -> list[CompiledMapping]:
+    """Compile every mapping of the mappings directory, ready for the worker.
+
+    Raises MappingLoadError listing every problem: invalid mappings, mappings with no
+    connection to send to, an empty directory.
+    """
+    platform = settings.platform
+    defaults = TargetDefaults(platform.connection_id, platform.ims_org_id)
+    mappings = load_mappings(settings.mappings_dir, defaults)
+    problems = [
+        f"{m.path}: no target.connectionId and platform.connection_id is not set"
+        for m in mappings
+        if m.connection_id is None
+    ]
+    if not mappings:
+        problems.append(f"{settings.mappings_dir}: no mapping files")
+    if problems:
+        raise MappingLoadError(problems)
+    return mappings
+
+
+def run_worker(settings: Settings) -> int:
+    """Run until stopped; returns the exit status."""
+    from connector.worker import Worker
+
+    configure(settings.ops.log_format, settings.ops.log_level)
+    log.info("starting", extra={"fields": {"config": masked(settings)}})
+    try:
+        mappings = load_worker_mappings(settings)
+    except MappingLoadError as exc:
+        for problem in exc.problems:
+            print(f"invalid mapping: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    metrics = Metrics()
+    worker = Worker(settings, mappings, metrics)
+    ops = OpsServer(
+        settings.ops.host, settings.ops.port, metrics, worker.liveness, worker.readiness
+    )
+    ops.start()
+    log.info("ops server listening", extra={"fields": {"port": ops.port}})
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stop requested", extra={"fields": {"signal": signal.Signals(signum).name}})
+        worker.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        status = worker.run()
+        if worker.halt_reason is not None and settings.ops.halt_linger_s > 0:
+            # Let probes and scrapers see the halt (and why) before the process goes away.
+            worker.stop_requested.wait(settings.ops.halt_linger_s)
+        return status
+    finally:
+        ops.stop()
