@@ -69,6 +69,9 @@ class Metrics:
         self.in_flight_requests = Gauge(
             p + "in_flight_requests", "Requests awaiting an answer.", registry=r
         )
+        self.in_flight_bytes = Gauge(
+            p + "in_flight_bytes", "Bytes of requests awaiting an answer.", registry=r
+        )
         self.buffered_records = Gauge(
             p + "buffered_records", "Messages buffered or in flight.", registry=r
         )

@@ -506,6 +506,7 @@ class Worker:
         records, size = self.buffered()
         self.metrics.buffered_records.set(records)
         self.metrics.buffered_bytes.set(size)
+        self.metrics.in_flight_bytes.set(sum(b.size for b in self.in_flight.values()))
         over = records >= batching.max_buffered_records or size >= batching.max_buffered_bytes
         if over and not self.paused:
             self._set_paused(True)
@@ -560,6 +561,13 @@ class Worker:
         self.metrics.commits.labels("ok").inc()
         for (topic, partition), offset in done.items():
             self.metrics.committed_offset.labels(topic, str(partition)).set(offset)
+            # The high watermark from the last fetch response: no request to the broker.
+            _low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high is not None and high >= 0:
+                lag = max(0, high - offset)
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
         log.debug(
             "committed",
             extra={"fields": {"offsets": {f"{t}/{p}": o for (t, p), o in done.items()}}},

@@ -186,6 +186,12 @@ def test_all_json_records_accepted_once(scenario: Scenario, emulator: RunningEmu
     assert max(counts.values()) == 1, "a record was accepted twice"
     assert scenario.dead_letters(0) == []
     assert readiness.status_code == 200
+    sums = parse_metrics(metrics)
+    assert sums["aep_connector_records_consumed_total"] == total
+    assert sums["aep_connector_committed_offset"] == total  # the end offsets, summed
+    assert "aep_connector_consumer_lag{" in metrics
+    assert sums["aep_connector_consumer_lag"] == 0
+    assert sums["aep_connector_requests_total"] == emulator.stats()["requests_total"]
     assert f'aep_connector_records_accepted_total{{mapping="orders"}} {total}.0' in metrics
 
 
