@@ -123,7 +123,7 @@ class FaultPlan(_Model):
 
 
 class EmulatorConfig(_Model):
-    """The whole emulator configuration (see connector/emulator/README.md)."""
+    """The whole emulator configuration (see "The Platform emulator" in README.md)."""
 
     ims_org_id: str | None = Field(
         default=None, description="When set, header.imsOrgId must equal it."
