@@ -166,10 +166,9 @@ class FakeProducer:
         return self.poll(timeout)
 
     def list_topics(self, topic: str, timeout: float) -> Any:
-        class Meta:
-            topics = {topic: type("T", (), {"error": None})()}
+        from types import SimpleNamespace
 
-        return Meta()
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=None)})
 
 
 def records(partition: int, offsets: range, bad: set[int] = frozenset()) -> list[FakeMessage]:  # type: ignore[assignment]
@@ -337,7 +336,7 @@ def test_lanes_follow_the_ordering_setting(tmp_path: Path, ordering: str) -> Non
         return accept_all(request)
 
     steps: list[Step] = [assign(0, 1), records(0, range(0, 3)) + records(1, range(0, 3))]
-    worker, consumer, _ = make_worker(tmp_path, steps, record_batches, ordering=ordering)
+    worker, _, _ = make_worker(tmp_path, steps, record_batches, ordering=ordering)
     assert worker.run() == EXIT_OK
     partitions_per_request = sorted(sorted({i.split("-")[0] for i in body}) for body in bodies)
     if ordering == "partition":
