@@ -359,7 +359,7 @@ def to_datetime(value: object, what: str) -> datetime:
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if is_number(value):
-        assert isinstance(value, int | float)
+        assert isinstance(value, (int, float))
         return from_epoch_ms(value)
     if isinstance(value, str):
         parsed = parse_default(value)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from connector.mapping import paths
 from connector.mapping.compiler import Ctx, Eval, StarSegments
-from connector.mapping.values import clean
+from connector.mapping.values import INT_MAX, INT_MIN, clean
 
 Builder = Callable[[Ctx], object]
 
@@ -34,6 +34,8 @@ class Field:
     # A plain attribute read the leaf can do itself, saving a call: (level, names) where
     # level -1 is the record and n the element bound by the n-th [*].
     direct: tuple[int, tuple[str, ...]] | None = None
+    # The same value for every element of a [*] array (no [*] read, no uuid()).
+    invariant: bool = False
 
     @property
     def destination_text(self) -> str:
@@ -167,16 +169,41 @@ def _compile(node: _Node, level: int, problems: list[str]) -> Builder:
 def _compile_object(node: _Object, level: int, problems: list[str]) -> Builder:
     if len(node.children) == 1:
         return _compile_chain(node, level, problems)
-    children = tuple(
-        (key, _compile(child, level, problems)) for key, child in node.children.items()
-    )
+    # Leaves are evaluated right here rather than through a closure of their own: a call per
+    # field is a large share of the time per record, and a try block costs nothing until
+    # something raises. A child that is a container has no destination text.
+    children: list[tuple[str, Builder, Callable[[object], object] | None, str | None]] = []
+    for key, child in node.children.items():
+        if isinstance(child, _Leaf):
+            item = child.field
+            children.append((key, item.evaluate, item.convert, item.destination_text))
+        else:
+            children.append((key, _compile(child, level, problems), None, None))
 
     def build_object(ctx: Ctx) -> object:
         out: dict[str, object] = {}
-        for key, child in children:
-            value = child(ctx)
-            if value is not None:
-                out[key] = value
+        for key, evaluate, convert, destination in children:
+            try:
+                value = evaluate(ctx)
+                if value is None:
+                    continue
+                if destination is not None:
+                    if convert is not None:
+                        value = convert(value)
+                    kind = value.__class__
+                    # Text, booleans and sendable integers are clean as they are.
+                    if not (
+                        kind is str or kind is bool or (kind is int and INT_MIN <= value <= INT_MAX)  # type: ignore[operator]
+                    ):
+                        value = clean(value)
+                        if value is None:
+                            continue
+            except Exception as exc:
+                if destination is None:  # a nested builder's MappingFailure (strict mode)
+                    raise
+                ctx.field_error(destination, exc)
+                continue
+            out[key] = value
         return out or None
 
     return build_object
@@ -219,7 +246,9 @@ def _compile_indexed(node: _Indexed, level: int, problems: list[str]) -> Builder
 def _compile_each(node: _Each, level: int, problems: list[str]) -> Builder:
     """An array built element by element from the source array that level `level` iterates."""
     assert node.element is not None
-    element = _compile(node.element, level, problems)
+    element_node, shared = _split_invariant(node.element)
+    element = _compile(element_node, level, problems)
+    shared_leaves = [(key, _leaf(item)) for key, item in shared]
     prefix = _iteration(node, level, problems)
     if prefix is None:
         return lambda ctx: None
@@ -228,19 +257,48 @@ def _compile_each(node: _Each, level: int, problems: list[str]) -> Builder:
 
     def build_each(ctx: Ctx) -> object:
         items = read(ctx.root if outer_level < 0 else ctx.bound[outer_level])
-        if not isinstance(items, list):
+        if not isinstance(items, list) or not items:
             return None
+        common: dict[str, object] = {}
+        for key, leaf in shared_leaves:  # fields that are the same for every element
+            value = leaf(ctx)
+            if value is not None:
+                common[key] = value
         outer = ctx.bound
         out: list[object] = []
         for item in items:
-            ctx.bound = (*outer, item)
+            ctx.bound = (*outer, item) if outer else (item,)
             value = element(ctx)
+            if common:
+                if value is None:
+                    value = common.copy()
+                else:
+                    value.update(common)  # type: ignore[attr-defined]
             if value is not None:
                 out.append(value)
         ctx.bound = outer  # a MappingFailure skips this, but then the Ctx is dropped anyway
         return out or None
 
     return build_each
+
+
+def _split_invariant(element: _Node) -> tuple[_Node, list[tuple[str, Field]]]:
+    """Split off the trailing leaves of an element object that do not depend on the element
+    (e.g. a currency code from the record): computed once per array, not once per element.
+    Only a trailing run is taken, so each element keeps the mapping's key order."""
+    if not isinstance(element, _Object):
+        return element, []
+    children = list(element.children.items())
+    first_shared = len(children)
+    while first_shared > 1:
+        child = children[first_shared - 1][1]
+        if not (isinstance(child, _Leaf) and child.field.invariant):
+            break
+        first_shared -= 1
+    if first_shared == len(children):
+        return element, []
+    shared = [(key, child.field) for key, child in children[first_shared:]]  # type: ignore[union-attr]
+    return _Object(dict(children[:first_shared])), shared
 
 
 def _iteration(node: _Each, level: int, problems: list[str]) -> StarSegments | None:

@@ -93,7 +93,7 @@ class FunctionSpec:
 def _text(value: object, what: str) -> str:
     if value.__class__ is str:
         return value
-    if isinstance(value, dict | list):
+    if isinstance(value, (dict, list)):
         raise ExpressionError(f"{what}: expected a string, got {type_name(value)}")
     return to_text(value)
 
@@ -162,7 +162,12 @@ def _object(value: object, what: str) -> dict[str, object]:
 
 
 def concat(*args: object) -> object:
-    parts = [_text(arg, "concat") for arg in args if arg is not None]
+    parts: list[str] = []
+    for arg in args:
+        if arg.__class__ is str:
+            parts.append(arg)
+        elif arg is not None:
+            parts.append(_text(arg, "concat"))
     return "".join(parts) if parts else None
 
 
@@ -342,7 +347,7 @@ def _digest(algorithm: str) -> Callable[..., object]:
     def digest(value: object, charset: object = "UTF-8") -> object:
         if value is None:
             return None
-        text = _text(value, algorithm)
+        text = value if value.__class__ is str else _text(value, algorithm)
         data = text.encode() if charset == "UTF-8" else text.encode(_charset(charset))
         return constructor(data).hexdigest()
 
@@ -376,8 +381,14 @@ _QUERY_MODES = ("retain", "remove", "append")
 
 def _url(value: object, what: str) -> tuple[str, str, str, str, str] | None:
     """(scheme, netloc, path, query, fragment), or None for text that is not an absolute URL."""
+    return _split_url(value if value.__class__ is str else _text(value, what))
+
+
+@lru_cache(maxsize=4096)
+def _split_url(text: str) -> tuple[str, str, str, str, str] | None:
+    # Page URLs repeat a lot in a stream; the parts are immutable, so a cache is safe.
     try:
-        parts = urlsplit(_text(value, what))
+        parts = urlsplit(text)
     except ValueError:
         return None
     if not parts.scheme or not parts.netloc:
@@ -432,8 +443,9 @@ def _query_mode(mode: object) -> str:
     return mode
 
 
-def _query_pairs(query: str) -> list[tuple[str, str]]:
-    """parse_qsl(query, keep_blank_values=True), skipping its work for plain names and values."""
+@lru_cache(maxsize=4096)
+def _query_pairs(query: str) -> tuple[tuple[str, str], ...]:
+    """parse_qsl(query, keep_blank_values=True), cached (a tuple: callers build their dict)."""
     pairs: list[tuple[str, str]] = []
     for part in query.split("&"):
         if not part:
@@ -442,18 +454,18 @@ def _query_pairs(query: str) -> list[tuple[str, str]]:
         if "%" in part or "+" in part:
             name, value = unquote_plus(name), unquote_plus(value)
         pairs.append((name, value))
-    return pairs
+    return tuple(pairs)
 
 
 def get_url_query_str(value: object, mode: object = "retain") -> object:
     """Query parameters as an object (a repeated name keeps its last value); the fragment is
     kept on the last value ("retain"), dropped ("remove") or added as `_anchor_` ("append")."""
-    how = _query_mode(mode)
+    how = mode if mode == "remove" or mode == "retain" else _query_mode(mode)
     parts = None if value is None else _url(value, "get_url_query_str")
     if parts is None:
         return None
     query, fragment = parts[3], parts[4]
-    pairs = _query_pairs(query)
+    pairs = _query_pairs(query) if query else ()
     out: dict[str, object] = dict(pairs)
     if fragment and how == "retain" and pairs:
         last = pairs[-1][0]
@@ -499,12 +511,19 @@ def dformat(value: object, pattern: object) -> object:
         return None
     if not is_number(value):
         raise ExpressionError(f"dformat: expected epoch milliseconds, got {type_name(value)}")
-    assert isinstance(value, int | float)
+    assert isinstance(value, (int, float))
     return dates.checked_pattern(_text(pattern, "dformat")).format(dates.from_epoch_ms(value))
 
 
 def date(value: object, pattern: object = None, default: object = _ABSENT) -> object:
     """Parse a date; with a default, a missing or unparsable value gives the default."""
+    if pattern is None and value.__class__ is str:
+        try:  # ISO 8601 first, as parse_default does, without its call
+            iso = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return iso if iso.tzinfo is not None else iso.replace(tzinfo=UTC)
     if value is None:
         return None if default is _ABSENT or default is None else dates.to_datetime(default, "date")
     parsed: datetime | None
@@ -599,7 +618,7 @@ def zone_date_to_zone(value: object, zone: object) -> object:
 def is_empty(value: object) -> object:
     if value is None:
         return True
-    if isinstance(value, str | list | dict):
+    if isinstance(value, (str, list, dict)):
         return len(value) == 0
     return False
 
@@ -751,9 +770,11 @@ def last(*values: object) -> object:
 
 
 def to_array(include_nulls: object, *values: object) -> object:
-    if not isinstance(include_nulls, bool):
-        raise ExpressionError("to_array: the first argument must be true or false")
-    return [value for value in values if include_nulls or value is not None]
+    if include_nulls is True:
+        return list(values)
+    if include_nulls is False:
+        return [value for value in values if value is not None] if None in values else list(values)
+    raise ExpressionError("to_array: the first argument must be true or false")
 
 
 def add_to_array(values: object, *more: object) -> object:
@@ -783,7 +804,7 @@ def size_of(value: object) -> object:
     """Elements of an array, keys of an object or characters of a string; 0 for null."""
     if value is None:
         return 0
-    if isinstance(value, str | list | dict):
+    if isinstance(value, (str, list, dict)):
         return len(value)
     raise ExpressionError(f"size_of: expected an array, object or string, got {type_name(value)}")
 
@@ -819,6 +840,15 @@ _INT64_LIMIT = 2**63
 
 
 def _to_int(value: object, what: str, bits: int) -> object:
+    if value.__class__ is str and "_" not in value:  # the common case, straight through
+        try:
+            number = int(value)
+        except ValueError:
+            raise ExpressionError(f"{what}: the string is not an integer") from None
+        limit = _INT32_LIMIT if bits == 32 else _INT64_LIMIT
+        if -limit <= number < limit:
+            return number
+        raise ExpressionError(f"{what}: the value does not fit in {bits} bits")
     if value is None:
         return None
     if isinstance(value, bool):
@@ -848,6 +878,13 @@ def _to_int(value: object, what: str, bits: int) -> object:
 
 
 def to_integer(value: object) -> object:
+    if value.__class__ is str and "_" not in value:  # the common case without a second call
+        try:
+            number = int(value)
+        except ValueError:
+            raise ExpressionError("to_integer: the string is not an integer") from None
+        if -_INT32_LIMIT <= number < _INT32_LIMIT:
+            return number
     return _to_int(value, "to_integer", 32)
 
 
@@ -858,7 +895,7 @@ def to_bigint(value: object) -> object:
 def _to_float(value: object, what: str) -> object:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ExpressionError(
             f"{what}: expected a number or a numeric string, got {type_name(value)}"
         )

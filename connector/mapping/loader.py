@@ -59,7 +59,10 @@ def load_mappings(
     directory: Path, defaults: TargetDefaults, *, runtime: Runtime | None = None
 ) -> list[CompiledMapping]:
     """Compile every mapping file of `directory`; raises MappingLoadError listing every problem
-    (including two files with the same name or the same topic)."""
+    (including two files with the same name, or reading one topic in different formats).
+
+    A topic may be listed by several mappings: each of its records is then mapped by all of
+    them (for example into an event dataset and a profile dataset)."""
     if not directory.is_dir():
         raise MappingLoadError([f"{directory}: not a directory (the mappings directory)"])
     problems: list[str] = []
@@ -79,11 +82,15 @@ def load_mappings(
             )
         names.setdefault(mapping.name, mapping)
         for topic in mapping.source_topics:
-            if topic in topics:
+            other = topics.setdefault(topic, mapping)
+            if (other.source_format, other.schema_path) != (
+                mapping.source_format,
+                mapping.schema_path,
+            ):
                 problems.append(
-                    f"{mapping.path}: topic {topic!r} is also mapped by {topics[topic].path}"
+                    f"{mapping.path}: topic {topic!r} is read as {mapping.source_format} here but "
+                    f"as {other.source_format} by {other.path} (one topic, one format)"
                 )
-            topics.setdefault(topic, mapping)
     if problems:
         raise MappingLoadError(problems)
     return compiled
@@ -214,7 +221,7 @@ class _FileLoader:
             items = [
                 (f"mappings[{i}]{document.line_of_entry(i)}", item) for i, item in enumerate(raw)
             ]
-        elif isinstance(mapping_set, str | dict):
+        elif isinstance(mapping_set, (str, dict)):
             entry_model = ExportedEntryModel
             items, schema_ref = self.mapping_set(mapping_set)
         else:

@@ -127,7 +127,9 @@ def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, lis
     problems.extend(f"{label}: source: {p.message} ({_position(p)})" for p in compiler.problems)
     if problems or evaluate is None:
         return None, problems
-    return Field(label, destination, evaluate, compiler.star_refs, convert, direct), []
+    invariant = not compiler.star_refs and not compiler.volatile
+    field = Field(label, destination, evaluate, compiler.star_refs, convert, direct, invariant)
+    return field, []
 
 
 def _direct_read(steps: paths.Path, depth: int) -> tuple[int, tuple[str, ...]] | None:
@@ -230,7 +232,7 @@ class CompiledMapping:
         try:
             if self._keep is not None and not self._filter(ctx):
                 return MapResult(None, ctx.warnings)
-            entity = self._build(ctx)
+            entity = self._build(ctx)  # the whole entity, built by the closures compiled at load
         except MappingFailure:
             raise
         except Exception as exc:  # a defect must still reach the caller as a mapping failure

@@ -21,8 +21,8 @@ FALSE_WORDS = frozenset(["n", "N", "no", "NO", "off", "OFF", "false", "FALSE"])
 _NUMBERS = (int, float)  # exact classes: bool is not a number here
 
 #: orjson encodes integers in this range; anything outside cannot be sent.
-_INT_MIN = -(2**63)
-_INT_MAX = 2**64 - 1
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
 
 
 _PAD2 = [f"{i:02d}" for i in range(100)]
@@ -57,7 +57,7 @@ def type_name(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float | Decimal):
+    if isinstance(value, (int, float, Decimal)):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -65,7 +65,7 @@ def type_name(value: object) -> str:
         return "array"
     if isinstance(value, dict):
         return "object"
-    if isinstance(value, datetime | date):
+    if isinstance(value, (datetime, date)):
         return "date"
     return type(value).__name__
 
@@ -86,11 +86,11 @@ def to_text(value: object) -> str:
         return rfc3339(value)
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, Decimal | uuid.UUID):
+    if isinstance(value, (Decimal, uuid.UUID)):
         return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    if isinstance(value, dict | list):
+    if isinstance(value, (dict, list)):
         try:
             return orjson.dumps(clean(value) or ([] if isinstance(value, list) else {})).decode()
         except orjson.JSONEncodeError as exc:
@@ -111,18 +111,34 @@ def clean(value: object) -> object:
     if cls is str or cls is bool:
         return value
     if cls is int:
-        if _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
+        if INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
             return value
         raise ExpressionError("integer is outside the 64-bit range")
+    if cls is datetime:
+        return rfc3339(value)  # type: ignore[arg-type]
     if cls is dict:
         out: dict[str, object] = {}
         for key, item in value.items():  # type: ignore[attr-defined]
-            item = clean(item)
-            if item is not None:
-                out[key if isinstance(key, str) else to_text(key)] = item
+            kind = item.__class__
+            if kind is not str and kind is not bool:  # most values: no call for them
+                if item is None:
+                    continue
+                item = clean(item)
+                if item is None:
+                    continue
+            out[key if key.__class__ is str else to_text(key)] = item
         return out or None
     if cls is list or cls is tuple:
-        items = [item for item in map(clean, value) if item is not None]  # type: ignore[call-overload]
+        items: list[object] = []
+        for item in value:  # type: ignore[attr-defined]
+            kind = item.__class__
+            if kind is not str and kind is not bool:
+                if item is None:
+                    continue
+                item = clean(item)
+                if item is None:
+                    continue
+            items.append(item)
         return items or None
     if value is None:
         return None
@@ -130,13 +146,11 @@ def clean(value: object) -> object:
         if math.isfinite(value):  # type: ignore[arg-type]
             return value
         raise ExpressionError("number is not finite")
-    if cls is datetime:
-        return rfc3339(value)  # type: ignore[arg-type]
     return _clean_other(value)
 
 
 def _clean_other(value: object) -> object:
-    if isinstance(value, bool | str):
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return clean(int(value))
@@ -158,7 +172,7 @@ def _clean_other(value: object) -> object:
         return value.decode("utf-8", errors="replace")
     if isinstance(value, dict):
         return clean(dict(value))
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return clean(list(value))
     raise ExpressionError(f"a {type_name(value)} cannot be written to the output")
 
@@ -169,20 +183,20 @@ def truthy(value: object) -> bool:
         return False
     if value is True:
         return True
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return value != 0
-    if isinstance(value, str | list | dict):
+    if isinstance(value, (str, list, dict)):
         return len(value) > 0
     return True
 
 
 def is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def number(value: object, what: str) -> int | float:
     """A number, or a string holding one (JEXL converts numeric strings in arithmetic)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     if isinstance(value, Decimal):
         return float(value)
@@ -355,7 +369,7 @@ def to_number_value(value: object) -> object:
 
 
 def to_string_value(value: object) -> object:
-    if isinstance(value, dict | list):
+    if isinstance(value, (dict, list)):
         raise ExpressionError(f"expected a scalar for a string field, got {type_name(value)}")
     return to_text(value)
 

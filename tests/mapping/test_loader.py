@@ -98,14 +98,27 @@ def test_all_files_of_a_directory_are_reported_together(tmp_path: Path) -> None:
     assert [p.name for p in mapping_files(tmp_path)] == ["one.yaml", "three.json", "two.yml"]
 
 
-def test_names_and_topics_must_be_unique_across_files(tmp_path: Path) -> None:
-    write_mapping(tmp_path, base_mapping([{"source": "a", "destination": "b"}]), "a.yaml")
-    write_mapping(tmp_path, base_mapping([{"source": "a", "destination": "b"}]), "b.yaml")
+def test_names_are_unique_and_a_shared_topic_has_one_format(tmp_path: Path) -> None:
+    entries = [{"source": "a", "destination": "b"}]
+    write_mapping(tmp_path, base_mapping(entries), "a.yaml")
+    write_mapping(
+        tmp_path,
+        base_mapping(entries, source={"topics": ["web.events"], "format": "avro"}),
+        "b.yaml",
+    )
     with pytest.raises(MappingLoadError) as info:
         load_mappings(tmp_path, DEFAULTS, runtime=RUNTIME)
     text = "\n".join(info.value.problems)
     assert "mapping name 'test' is also used by" in text
-    assert "topic 'web.events' is also mapped by" in text
+    assert "topic 'web.events' is read as avro here but as json by" in text
+
+
+def test_one_topic_may_feed_several_mappings(tmp_path: Path) -> None:
+    entries = [{"source": "a", "destination": "b"}]
+    write_mapping(tmp_path, base_mapping(entries), "events.yaml")
+    write_mapping(tmp_path, base_mapping(entries, name="profiles"), "profiles.yaml")
+    mappings = load_mappings(tmp_path, DEFAULTS, runtime=RUNTIME)
+    assert [m.name for m in mappings if m.matches("web.events")] == ["test", "profiles"]
 
 
 def test_missing_directory(tmp_path: Path) -> None:

@@ -229,3 +229,8 @@ def test_getter_and_lookup_read_what_was_nested(names: list[str], value: object)
     assert paths.getter(steps)(record) == value
     assert paths.lookup(record, steps) == value
     assert paths.lookup(record, (*steps, "missing")) is paths.MISSING
+
+
+def test_each_problem_is_reported_once() -> None:
+    assert len(problems("a + lowr(b)")) == 1
+    assert len(problems("upper(a, lowr(b))")) == 2
