@@ -306,8 +306,20 @@ class ExpressionCompiler:
         _cond, then_node, else_node = node.args
         if isinstance(then_node, Literal) and isinstance(else_node, Literal):
             yes, no = then_node.value, else_node.value  # the common iif(test, 1, null)
-            return lambda ctx: yes if truthy(condition(ctx)) else no
-        return lambda ctx: then(ctx) if truthy(condition(ctx)) else otherwise(ctx)
+
+            def choose_constant(ctx: Ctx) -> object:
+                test = condition(ctx)
+                return yes if test is True or (test is not False and truthy(test)) else no
+
+            return choose_constant
+
+        def choose(ctx: Ctx) -> object:
+            test = condition(ctx)
+            if test is True or (test is not False and truthy(test)):
+                return then(ctx)
+            return otherwise(ctx)
+
+        return choose
 
     def decode(self, node: Call) -> Eval:
         """decode(KEY, k1, v1, ..., DEFAULT?): like iif, only the chosen value is evaluated.
@@ -546,6 +558,18 @@ def _root_reader(steps: tuple[str | int, ...]) -> Eval:
             return value.get(second) if isinstance(value, dict) else None
 
         return read_two
+    if len(steps) == 3 and all(isinstance(step, str) for step in steps):
+        one, two, three = (str(step) for step in steps)
+
+        def read_three(ctx: Ctx) -> object:
+            value = ctx.root.get(one)
+            if isinstance(value, dict):
+                value = value.get(two)
+                if isinstance(value, dict):
+                    return value.get(three)
+            return None
+
+        return read_three
     read = paths.getter(steps)
     return lambda ctx: read(ctx.root)
 

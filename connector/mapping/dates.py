@@ -348,10 +348,6 @@ def from_epoch_ms(value: int | float) -> datetime:
         raise ExpressionError("epoch milliseconds out of the date range") from None
 
 
-def to_epoch_ms(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(milliseconds=1)
-
-
 def to_datetime(value: object, what: str) -> datetime:
     """A date from a date, an epoch-milliseconds number or a date string (default patterns)."""
     if isinstance(value, datetime):

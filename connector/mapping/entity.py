@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from connector.mapping import paths
 from connector.mapping.compiler import Ctx, Eval, StarSegments
-from connector.mapping.values import INT_MAX, INT_MIN, clean
+from connector.mapping.values import clean
 
 Builder = Callable[[Ctx], object]
 
@@ -31,9 +31,6 @@ class Field:
     evaluate: Eval
     star_refs: list[StarSegments] = field(default_factory=list)
     convert: Callable[[object], object] | None = None
-    # A plain attribute read the leaf can do itself, saving a call: (level, names) where
-    # level -1 is the record and n the element bound by the n-th [*].
-    direct: tuple[int, tuple[str, ...]] | None = None
     # The same value for every element of a [*] array (no [*] read, no uuid()).
     invariant: bool = False
 
@@ -190,11 +187,7 @@ def _compile_object(node: _Object, level: int, problems: list[str]) -> Builder:
                 if destination is not None:
                     if convert is not None:
                         value = convert(value)
-                    kind = value.__class__
-                    # Text, booleans and sendable integers are clean as they are.
-                    if not (
-                        kind is str or kind is bool or (kind is int and INT_MIN <= value <= INT_MAX)  # type: ignore[operator]
-                    ):
+                    if value.__class__ is not str:
                         value = clean(value)
                         if value is None:
                             continue
@@ -216,8 +209,10 @@ def _compile_chain(node: _Object, level: int, problems: list[str]) -> Builder:
     while isinstance(current, _Object) and len(current.children) == 1:
         ((key, current),) = current.children.items()
         keys.append(key)
-    inner = _compile(current, level, problems)
     keys.reverse()
+    if isinstance(current, _Leaf):
+        return _chain_leaf(keys, current.field)
+    inner = _compile(current, level, problems)
     if len(keys) == 1:
         (only,) = keys
         return lambda ctx: None if (value := inner(ctx)) is None else {only: value}
@@ -231,6 +226,32 @@ def _compile_chain(node: _Object, level: int, problems: list[str]) -> Builder:
         return value
 
     return build_chain
+
+
+def _chain_leaf(keys: list[str], item: Field) -> Builder:
+    """A chain ending in a computed field (`commerce.productViews.value`): the field's
+    evaluation and the wrapping in one closure."""
+    evaluate, convert, destination = item.evaluate, item.convert, item.destination_text
+
+    def build_chain_leaf(ctx: Ctx) -> object:
+        try:
+            value = evaluate(ctx)
+            if value is None:
+                return None
+            if convert is not None:
+                value = convert(value)
+            if value.__class__ is not str:
+                value = clean(value)
+                if value is None:
+                    return None
+        except Exception as exc:  # any failure of one field is that field's warning
+            ctx.field_error(destination, exc)
+            return None
+        for key in keys:
+            value = {key: value}
+        return value
+
+    return build_chain_leaf
 
 
 def _compile_indexed(node: _Indexed, level: int, problems: list[str]) -> Builder:
@@ -338,8 +359,6 @@ def _star_text(segments: StarSegments) -> str:
 
 def _leaf(item: Field) -> Builder:
     evaluate, convert, destination = item.evaluate, item.convert, item.destination_text
-    if item.direct is not None:
-        return _direct_leaf(item, *item.direct)
     if convert is None:
 
         def build_plain_leaf(ctx: Ctx) -> object:
@@ -369,54 +388,3 @@ def _leaf(item: Field) -> Builder:
             return None
 
     return build_leaf
-
-
-def _direct_leaf(item: Field, level: int, names: tuple[str, ...]) -> Builder:
-    """A leaf that reads a one- or two-name attribute itself (most of a mapping's fields)."""
-    convert, destination = item.convert, item.destination_text
-    plain = convert is None
-
-    def finish(ctx: Ctx, value: object) -> object:
-        try:
-            if convert is not None:
-                value = convert(value)
-            return value if value.__class__ is str else clean(value)
-        except Exception as exc:  # any failure of one field is that field's warning
-            ctx.field_error(destination, exc)
-            return None
-
-    if level < 0 and len(names) == 1:
-        (name,) = names
-
-        def read_root(ctx: Ctx) -> object:
-            value = ctx.root.get(name)
-            if value is None or (plain and value.__class__ is str):
-                return value
-            return finish(ctx, value)
-
-        return read_root
-    if level < 0:
-        first, second = names
-
-        def read_root_two(ctx: Ctx) -> object:
-            value = ctx.root.get(first)
-            if not isinstance(value, dict):
-                return None
-            value = value.get(second)
-            if value is None or (plain and value.__class__ is str):
-                return value
-            return finish(ctx, value)
-
-        return read_root_two
-    (name,) = names
-
-    def read_element(ctx: Ctx) -> object:
-        element = ctx.bound[level]
-        if not isinstance(element, dict):
-            return None
-        value = element.get(name)
-        if value is None or (plain and value.__class__ is str):
-            return value
-        return finish(ctx, value)
-
-    return read_element

@@ -100,7 +100,6 @@ def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, lis
         )
 
     evaluate: Eval | None = None
-    direct: tuple[int, tuple[str, ...]] | None = None
     compiler = ExpressionCompiler(runtime, depth)
     if entry.source_type == "STATIC":
         evaluate, convert = _static(entry, convert, problems)
@@ -116,7 +115,6 @@ def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, lis
         else:
             kafka = not escaped and steps[0] == KAFKA
             evaluate = compiler.compile(Ref(1, 1, steps[1:] if kafka else steps, kafka))
-            direct = None if kafka else _direct_read(steps, depth)
     else:
         try:
             node = parse_expression(entry.source, FUNCTION_NAMES)
@@ -128,24 +126,8 @@ def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, lis
     if problems or evaluate is None:
         return None, problems
     invariant = not compiler.star_refs and not compiler.volatile
-    field = Field(label, destination, evaluate, compiler.star_refs, convert, direct, invariant)
+    field = Field(label, destination, evaluate, compiler.star_refs, convert, invariant)
     return field, []
-
-
-def _direct_read(steps: paths.Path, depth: int) -> tuple[int, tuple[str, ...]] | None:
-    """For attributes such as `a.b` or `items[*].sku` (with the [*] bound by the destination):
-    where the leaf can read the value itself. None for anything else."""
-    segments = paths.split_stars(steps)
-    stars = len(segments) - 1
-    last = segments[-1]
-    if not all(isinstance(step, str) for step in last):
-        return None
-    names = tuple(str(step) for step in last)
-    if stars == 0 and 1 <= len(names) <= 2:
-        return -1, names
-    if 0 < stars <= depth and len(names) == 1:
-        return stars - 1, names
-    return None
 
 
 def _static(
@@ -229,9 +211,15 @@ class CompiledMapping:
         if not isinstance(value, dict):
             raise MappingFailure(f"the record value is not an object (got {type_name(value)})")
         ctx = Ctx(value, meta, self.strict)
-        try:
-            if self._keep is not None and not self._filter(ctx):
+        keep = self._keep
+        if keep is not None:
+            try:
+                passed = keep(ctx)
+            except Exception as exc:
+                raise MappingFailure(f"filter: {describe(exc)}") from exc
+            if passed is not True and not truthy(passed):
                 return MapResult(None, ctx.warnings)
+        try:
             entity = self._build(ctx)  # the whole entity, built by the closures compiled at load
         except MappingFailure:
             raise
@@ -243,13 +231,6 @@ class CompiledMapping:
                 f"no destination field has a value ({len(ctx.warnings)} field error(s){first})"
             )
         return MapResult(entity, ctx.warnings)
-
-    def _filter(self, ctx: Ctx) -> bool:
-        assert self._keep is not None
-        try:
-            return truthy(self._keep(ctx))
-        except Exception as exc:
-            raise MappingFailure(f"filter: {describe(exc)}") from exc
 
     def envelope(self, entity: dict[str, object], created_at_ms: int) -> bytes:
         """The Platform message for `entity`, serialized once (see connector.envelope)."""

@@ -125,3 +125,20 @@ def test_kafka_metadata() -> None:
     }
     assert evaluate('dformat(_kafka.timestamp, "yyyy-MM-dd")', meta=meta) == "2019-10-23"
     assert evaluate("${_kafka}.topic", {"_kafka": {"topic": "a field"}}, meta=meta) == "a field"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('a + "/" + n + "/" + f', "x/3/1.5"),
+        ('"[" + a + "]" + t', "[x]true"),
+        ('1 + "a" + 2', "1a2"),
+        ('1 + 2 + "a"', "3a"),
+        ('a + "/" + missing + "/"', None),
+        ('"a" + null + "b"', None),
+        ('"d=" + date("2019-10-23") + ";" + o', 'd=2019-10-23T00:00:00Z;{"k":1}'),
+    ],
+)
+def test_string_plus_chains(source: str, expected: object) -> None:
+    record = {"a": "x", "n": 3, "f": 1.5, "t": True, "o": {"k": 1, "z": None}}
+    assert evaluate(source, record) == expected

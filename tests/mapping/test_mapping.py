@@ -348,3 +348,29 @@ def test_mapping_attributes(tmp_path: Path) -> None:
     assert mapping.connection_id == "inlet-default"
     assert mapping.matches("web.events")
     assert not mapping.matches("web.events2")
+
+
+def test_fields_shared_by_every_element_are_computed_once(tmp_path: Path) -> None:
+    mapping = mapping_of(
+        tmp_path,
+        [attr("items[*].sku", "list[*].sku"), expr("to_integer(code)", "list[*].code")],
+    )
+    result = mapping.apply({"items": [{"sku": "a"}, {"sku": "b"}], "code": "x"}, META)
+    assert result.entity == {"list": [{"sku": "a"}, {"sku": "b"}]}
+    assert result.warnings == ["list[*].code: to_integer: the string is not an integer"]
+    ok = mapping.apply({"items": [{"sku": "a"}, {}], "code": "7"}, META)
+    assert ok.entity == {"list": [{"sku": "a", "code": 7}, {"code": 7}]}
+
+
+def test_uuid_is_not_shared_between_elements(tmp_path: Path) -> None:
+    from itertools import count
+
+    from connector.mapping import Runtime, load_mapping_file
+    from tests.mapping.support import DEFAULTS, base_mapping, write_mapping
+
+    numbers = count()
+    runtime = Runtime(now_ms=lambda: 0, new_uuid=lambda: f"id-{next(numbers)}")
+    data = base_mapping([attr("items[*].sku", "list[*].sku"), expr("uuid()", "list[*].id")])
+    mapping = load_mapping_file(write_mapping(tmp_path, data), DEFAULTS, runtime=runtime)
+    result = mapping.apply({"items": [{"sku": "a"}, {"sku": "b"}]}, META)
+    assert result.entity == {"list": [{"sku": "a", "id": "id-0"}, {"sku": "b", "id": "id-1"}]}

@@ -66,6 +66,8 @@ KITCHEN_SINK = [
     ("EXPRESSION", "json_to_object(a).k[0]", "m.member"),
     ("EXPRESSION", "contains_key(b.c)", "m.has"),
     ("EXPRESSION", "_kafka.headers.source + a", "k.h"),
+    ("EXPRESSION", '"k=" + a + "/" + b + c', "k.chain"),
+    ("EXPRESSION", "upper(c)", "list[*].shared"),
 ]
 TYPED = [
     ("ATTRIBUTE", "a", "t.bool", "boolean"),
