@@ -15,6 +15,7 @@ from tests.support.kafka import (
     produce,
     unique_name,
 )
+from tests.support.report import measurement
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,10 @@ def test_broker_consume_and_commit(kafka_bootstrap: str) -> None:
 
     assert seen == set(range(1000))
     assert committed_offsets(kafka_bootstrap, group, topic) == ends
+    measurement(
+        "harness smoke test (broker)",
+        f"1,000 records over 4 partitions consumed and committed on {kafka_bootstrap}",
+    )
 
 
 def test_registry_register_and_read_back(schema_registry_url: str) -> None:
@@ -74,3 +79,7 @@ def test_registry_register_and_read_back(schema_registry_url: str) -> None:
     parsed = fastavro.parse_schema(orjson.loads(fetched.schema_str))
     assert parsed["name"] == "test.harness.Smoke"
     assert [f["name"] for f in parsed["fields"]] == ["id", "n"]
+    measurement(
+        "harness smoke test (registry)",
+        f"Avro schema registered and read back as id {schema_id} at {schema_registry_url}",
+    )
