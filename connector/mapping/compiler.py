@@ -15,7 +15,7 @@ import difflib
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from connector.mapping import paths
+from connector.mapping import paths, useragent
 from connector.mapping.errors import ExpressionError, MappingFailure, SourceError
 from connector.mapping.functions import FUNCTION_NAMES, FUNCTIONS, Runtime
 from connector.mapping.nodes import (
@@ -224,6 +224,8 @@ class ExpressionCompiler:
         impl = spec.bind(self.runtime)
         if node.name in ("uuid", "guid"):
             self.volatile = True
+        if node.name.startswith("ua_"):
+            useragent.prepare()
         literal = [isinstance(arg, Literal) for arg in node.args]
         if all(literal) and not spec.uses_runtime and len(self.problems) == problems:
             return self.fold(node, impl)

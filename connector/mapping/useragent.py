@@ -68,12 +68,17 @@ class AgentInfo:
 _resolver: Resolver | None = None
 
 
-def _resolve(ua: str) -> PartialResult:
+def prepare() -> Resolver:
+    """Load uap-core's regexes (a noticeable moment) once: called when a mapping that uses a
+    ua_* function is compiled, so that the first record does not pay for it."""
     global _resolver
     if _resolver is None:
-        # Loaded on first use: compiling uap-core's regexes takes a noticeable moment.
         _resolver = BasicResolver(load_builtins())
-    return _resolver(ua, Domain.ALL)
+    return _resolver
+
+
+def _resolve(ua: str) -> PartialResult:
+    return prepare()(ua, Domain.ALL)
 
 
 def _version(*parts: str | None) -> str | None:

@@ -212,14 +212,14 @@ _steps = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(first=_names, rest=_steps)
 def test_format_then_parse_round_trips(first: str, rest: list[paths.Step]) -> None:
     steps = (first, *rest)
     assert paths.parse_path(paths.format_path(steps))[0] == steps
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(names=st.lists(_names, min_size=1, max_size=5), value=st.integers() | st.text())
 def test_getter_and_lookup_read_what_was_nested(names: list[str], value: object) -> None:
     record: object = value
@@ -234,3 +234,67 @@ def test_getter_and_lookup_read_what_was_nested(names: list[str], value: object)
 def test_each_problem_is_reported_once() -> None:
     assert len(problems("a + lowr(b)")) == 1
     assert len(problems("upper(a, lowr(b))")) == 2
+
+
+_TOKENS = [
+    "a",
+    "b.c",
+    ".",
+    "(",
+    ")",
+    "[",
+    "]",
+    "*",
+    "0",
+    "3",
+    '"x"',
+    "'y'",
+    ",",
+    "+",
+    "-",
+    "/",
+    "==",
+    "!=",
+    "<",
+    "and",
+    "or",
+    "not",
+    "!",
+    "lower",
+    "iif",
+    "concat",
+    "to_object",
+    "${b c}",
+    "_kafka",
+    "topic",
+    "null",
+    "true",
+    "1.5",
+    "size",
+    "mod",
+    "div",
+    "equals",
+    "get",
+    "[*]",
+]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    text=st.text(max_size=30)
+    | st.lists(st.sampled_from(_TOKENS), max_size=12).map(" ".join)
+    | st.lists(st.sampled_from(_TOKENS), max_size=12).map("".join)
+)
+def test_any_text_parses_or_gives_a_positioned_error(text: str) -> None:
+    position: tuple[int, int] | None = None
+    try:
+        parse(text)
+    except SourceError as exc:
+        position = (exc.line, exc.column)
+    if position is not None:
+        assert min(position) >= 1
+        return
+    from tests.mapping.support import compile_expression
+
+    _compiled, found = compile_expression(text, depth=1)
+    assert all(p.line >= 1 and p.column >= 1 for p in found)
