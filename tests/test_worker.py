@@ -174,7 +174,9 @@ class FakeProducer:
 def records(partition: int, offsets: range, bad: set[int] = frozenset()) -> list[FakeMessage]:  # type: ignore[assignment]
     return [
         FakeMessage(
-            partition, o, b"{not json" if o in bad else orjson.dumps({"id": f"{partition}-{o}"})
+            partition,
+            o,
+            b"{not json" if o in bad else orjson.dumps({"id": f"{partition}-{o}", "n": o}),
         )
         for o in offsets
     ]
@@ -191,6 +193,8 @@ def make_worker(
     handler: Callable[[httpx.Request], httpx.Response] = accept_all,
     kafka: dict[str, Any] | None = None,
     ops: dict[str, Any] | None = None,
+    dead_letter: dict[str, Any] | None = None,
+    extra_mappings: tuple[str, ...] = (),
     **batching: Any,
 ) -> tuple[Worker, FakeConsumer, FakeProducer]:
     mapping_file = tmp_path / "orders.yaml"
@@ -201,19 +205,24 @@ def make_worker(
         "contentType: 'application/vnd.adobe.xed-full+json;version=1'}}\n"
         "mappings:\n  - {source: id, destination: _id}\n"
     )
-    mapping = load_mapping_file(mapping_file, TargetDefaults("conn", "ORG@AdobeOrg"))
+    mappings = [load_mapping_file(mapping_file, TargetDefaults("conn", "ORG@AdobeOrg"))]
+    for number, text in enumerate(extra_mappings):
+        extra = tmp_path / f"extra{number}.yaml"
+        extra.write_text(text)
+        mappings.append(load_mapping_file(extra, TargetDefaults("conn", "ORG@AdobeOrg")))
     settings = Settings(
         batching={"linger_ms": 0, "max_in_flight_requests": 2, **batching},
         kafka={"commit_interval_ms": 100, **(kafka or {})},
         ops={"shutdown_timeout_s": 2.0, **(ops or {})},
         retry={"initial_backoff_ms": 1, "max_backoff_ms": 2},
+        dead_letter=dead_letter or {},
     )
     consumer = FakeConsumer(steps)
     producer = FakeProducer({})
     metrics = Metrics()
     worker = Worker(
         settings,
-        [mapping],
+        mappings,
         metrics,
         consumer_factory=lambda _config: consumer,
         dead_letters=DeadLetterWriter({}, "dlq", metrics, lambda _c: producer),
@@ -343,3 +352,66 @@ def test_lanes_follow_the_ordering_setting(tmp_path: Path, ordering: str) -> Non
         assert partitions_per_request == [["0"], ["1"]]
     else:
         assert partitions_per_request == [["0", "1"]]
+
+
+AUDIT_MAPPING = (
+    "name: audit\n"
+    f"source: {{topics: [{TOPIC}], format: json}}\n"
+    "filter: 'n >= 3'\n"
+    "target: {connectionId: conn-audit, datasetId: ds2, schemaRef: "
+    "{id: 'https://ns.adobe.com/acme/schemas/a', "
+    "contentType: 'application/vnd.adobe.xed-full+json;version=1'}}\n"
+    "mappings:\n  - {source: id, destination: _id}\n"
+)
+
+
+def test_a_record_finishes_when_every_mapping_is_done_and_filtered_ones_at_once(
+    tmp_path: Path,
+) -> None:
+    audit_gate = threading.Event()
+    sent: dict[str, int] = {"conn": 0, "conn-audit": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        connection = request.url.path.rsplit("/", 1)[1]
+        if connection == "conn-audit":
+            audit_gate.wait(5)
+        sent[connection] += len(orjson.loads(request.content)["messages"])
+        return accept_all(request)
+
+    def audit_still_pending(_consumer: FakeConsumer) -> None:
+        # Every "orders" message is accepted, and records 0-2 were filtered out of "audit":
+        # they are finished. Records 3 and 4 wait for their "audit" message.
+        assert worker.tracker.state((TOPIC, 0)).position == 3  # type: ignore[union-attr]
+        audit_gate.set()
+
+    steps: list[Step] = [
+        assign(0),
+        records(0, range(0, 5)),
+        Until(lambda: sent["conn"] == 5),
+        Until(lambda: worker.tracker.state((TOPIC, 0)).position == 3),  # type: ignore[union-attr]
+        audit_still_pending,
+        Until(lambda: worker.tracker.state((TOPIC, 0)).position == 5),  # type: ignore[union-attr]
+    ]
+    worker, consumer, _ = make_worker(tmp_path, steps, handler, extra_mappings=(AUDIT_MAPPING,))
+    assert worker.run() == EXIT_OK
+    assert sent == {"conn": 5, "conn-audit": 2}
+    assert consumer.committed_position(0) == 5
+    assert worker.metrics.records_skipped.labels("filter")._value.get() == 3
+
+
+@pytest.mark.parametrize("mode", ["skip", "dead-letter"])
+def test_tombstones(tmp_path: Path, mode: str) -> None:
+    steps: list[Step] = [
+        assign(0),
+        [*records(0, range(0, 2)), FakeMessage(0, 2, None), *records(0, range(3, 4))],
+    ]
+    worker, consumer, producer = make_worker(tmp_path, steps, dead_letter={"tombstones": mode})
+    assert worker.run() == EXIT_OK
+    assert consumer.committed_position(0) == 4
+    if mode == "skip":
+        assert producer.produced == []
+        assert worker.metrics.records_skipped.labels("tombstone")._value.get() == 1
+    else:
+        (letter,) = producer.produced
+        assert letter["value"] is None
+        assert dict(letter["headers"])["aep.dlq.error.class"] == b"tombstone"
