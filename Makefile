@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit venv clean
+.PHONY: test lint unit venv clean demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: lint
 ## unit: the fast tests only (no broker, registry or emulator processes)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
+
+## demo: the quick start: broker, registry, emulator and worker on the example mappings
+## (options: make demo ARGS="--records 5000 --keep-running")
+demo: $(STAMP)
+	$(BIN)/python scripts/demo $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
