@@ -176,6 +176,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def minor_faults(pid: int) -> int:
+    """Page faults served without I/O: mostly fresh memory being touched for the first time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[7])
+
+
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """CPU of the worker's threads by kind: the main thread (the record path), librdkafka's
     threads (named rdk:*), and the others (HTTP sender threads, the ops server)."""
@@ -345,6 +351,7 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
         deadline = time.monotonic() + args.timeout
         cpu_at_subscribe: float | None = None
         threads_at_subscribe: dict[str, float] = {}
+        faults_at_subscribe = 0
         window_start = 0.0
         machine_start = emulator_start = broker_start = None
         while True:
@@ -357,6 +364,7 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
             if watch.subscribed and cpu_at_subscribe is None:
                 cpu_at_subscribe = cpu_seconds(pid)
                 threads_at_subscribe = thread_cpu_seconds(pid)
+                faults_at_subscribe = minor_faults(pid)
                 window_start = time.monotonic()
                 machine_start = machine_cpu()
                 emulator_start = cpu_seconds(emulator.process.pid)
@@ -367,6 +375,7 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
         # Drained: sample before asking the worker to stop (shutdown is not part of the run).
         cpu_at_drain = cpu_seconds(pid)
         threads_at_drain = thread_cpu_seconds(pid)
+        faults_at_drain = minor_faults(pid)
         window = time.monotonic() - window_start
         peak_rss_kb = status_kb(pid, "VmHWM")
         rss_kb = status_kb(pid, "VmRSS")
@@ -414,6 +423,9 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
             for kind, seconds in threads_at_drain.items()
         },
         "peak_rss_mb": round(peak_rss_kb / 1024, 1),
+        "minor_faults_per_request": round((faults_at_drain - faults_at_subscribe) / requests)
+        if requests
+        else 0,
         "rss_at_drain_mb": round(rss_kb / 1024, 1),
         "requests": int(requests),
         "mean_request_bytes": round(mean_request),
