@@ -39,13 +39,16 @@ class RecordMeta:
 
     @classmethod
     def of(cls, record: SourceRecord) -> RecordMeta:
+        # Built for every record a mapping reads: positional arguments, no work for the
+        # usual record without headers.
+        headers = record.headers
         return cls(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp_ms=record.timestamp_ms,
-            key=_text(record.key),
-            headers={name: _text(value) for name, value in record.headers},
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp_ms,
+            _text(record.key),
+            {name: _text(value) for name, value in headers} if headers else {},
         )
 
 

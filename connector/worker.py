@@ -28,7 +28,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from connector.deadletter import CircuitBreaker, DeadLetterWriter, context_headers
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
-from connector.delivery.batcher import Batch, Batcher, OutboundMessage, request_size
+from connector.delivery.batcher import (
+    FRAMING_BYTES,
+    Batch,
+    Batcher,
+    OutboundMessage,
+    request_size,
+)
 from connector.delivery.sender import ApiHealth, DeliveryResult, Interrupted, Sender
 from connector.errors import HaltError, PoisonError, RetryableError
 from connector.logs import get_logger
@@ -54,10 +60,14 @@ DECODE_RETRY_LIMIT_S = 60.0  # a schema registry down longer than this halts the
 
 @dataclass(slots=True)
 class Route:
-    """What to do with records of one topic: how to decode them and which mappings apply."""
+    """What to do with records of one topic: how to decode them and which mappings apply.
+
+    It also holds the topic's consumed-records counter: looking a labelled metric up costs
+    about a microsecond, too much to pay for every record."""
 
     decoder: Decoder
     mappings: list[CompiledMapping]
+    consumed: Any  # the records_consumed counter of this topic
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -132,6 +142,11 @@ class Worker:
             settings.dead_letter.max_consecutive,
         )
         self.routes: dict[str, Route] = {}
+        self._ordered = batching.ordering == "partition"
+        # Metric children used per record or per batch, looked up once (see Route).
+        self._filtered = self.metrics.records_skipped.labels("filter")
+        self._warnings_by_mapping: dict[str, Any] = {}
+        self._accepted_by_mapping: dict[str, Any] = {}
         self._avro: ConfluentAvroDecoder | None = None
         self._fixed_avro: dict[Path, FixedAvroDecoder] = {}
 
@@ -276,6 +291,7 @@ class Worker:
                 )
             return
         kind, timestamp = message.timestamp()
+        headers = message.headers()
         record = SourceRecord(
             topic,
             partition,
@@ -283,10 +299,10 @@ class Worker:
             timestamp if kind else None,
             message.key(),
             message.value(),
-            _headers(message.headers()),
+            _headers(headers) if headers else (),
         )
-        self.metrics.records_consumed.labels(topic).inc()
-        route = self._route(topic)
+        route = self.routes.get(topic) or self._route(topic)
+        route.consumed.inc()
         if record.value is None:
             if self.settings.dead_letter.tombstones == "skip":
                 self.metrics.records_skipped.labels("tombstone").inc()
@@ -314,16 +330,16 @@ class Worker:
                 poisoned.append((PoisonError("map", str(exc), "mapping_failure"), mapping.name))
                 continue
             if result.warnings:
-                self.metrics.field_warnings.labels(mapping.name).inc(len(result.warnings))
+                self._field_warnings(mapping.name).inc(len(result.warnings))
             if result.entity is None:
-                self.metrics.records_skipped.labels("filter").inc()
+                self._filtered.inc()
                 continue
             try:
                 body = mapping.envelope(result.entity, now_ms)
             except (TypeError, ValueError) as exc:  # a value JSON cannot represent
                 poisoned.append((PoisonError("map", f"envelope: {exc}", "envelope"), mapping.name))
                 continue
-            if request_size([body]) > API_MAX_REQUEST_BYTES:
+            if len(body) + FRAMING_BYTES > API_MAX_REQUEST_BYTES:  # alone in a request
                 poisoned.append(
                     (
                         PoisonError(
@@ -342,10 +358,20 @@ class Worker:
         state.add(offset, len(outbound) + len(poisoned))
         for poison, name in poisoned:
             self._dead_letter(record, state, poison, name)
-        ordered = self.settings.batching.ordering == "partition"
         for item in outbound:
-            lane = (item.connection_id, topic, partition) if ordered else (item.connection_id,)
-            self.ready.extend(self.batcher.add(lane, item))
+            connection = item.connection_id
+            lane = (connection, topic, partition) if self._ordered else (connection,)
+            closed = self.batcher.add(lane, item)
+            if closed:
+                self.ready.extend(closed)
+
+    def _field_warnings(self, mapping: str) -> Any:
+        counter = self._warnings_by_mapping.get(mapping)
+        if counter is None:
+            counter = self._warnings_by_mapping[mapping] = self.metrics.field_warnings.labels(
+                mapping
+            )
+        return counter
 
     def _route(self, topic: str) -> Route:
         route = self.routes.get(topic)
@@ -358,7 +384,9 @@ class Worker:
                 raise HaltError(
                     f"mappings {[m.name for m in chosen]} read topic {topic!r} in different formats"
                 )
-            route = Route(self._decoder_for(chosen[0]), chosen)
+            route = Route(
+                self._decoder_for(chosen[0]), chosen, self.metrics.records_consumed.labels(topic)
+            )
             self.routes[topic] = route
         return route
 
@@ -445,8 +473,17 @@ class Worker:
 
     def _dispatch(self) -> None:
         """Start requests for ready batches while slots are free, one per lane at a time."""
-        self.ready.extend(self.batcher.due())
         free = self.settings.batching.max_in_flight_requests - len(self.in_flight)
+        if free > 0:
+            # Close lingering batches only where a request could start now. A batch whose
+            # lane is busy (a request in flight, or a batch already waiting) or that would
+            # find no free slot keeps filling instead: under load requests go out full, and
+            # no batch waits longer than it would have, closed, in the queue.
+            waiting_lanes = {batch.lane for batch in self.ready}
+            startable = len(waiting_lanes - self.busy_lanes)
+            if free > startable:
+                busy = self.busy_lanes | waiting_lanes
+                self.ready.extend(self.batcher.due(busy, free - startable))
         if not self.ready or free <= 0:
             return
         waiting: deque[Batch] = deque()
@@ -471,11 +508,14 @@ class Worker:
                 result = future.result()
             except (Interrupted, concurrent.futures.CancelledError):
                 continue  # shutting down: these records stay unfinished and uncommitted
+            accepted: dict[str, int] = {}  # per mapping, counted once per batch
             for message in result.accepted:
                 if message.state.active:
-                    self.metrics.records_accepted.labels(message.mapping).inc()
+                    accepted[message.mapping] = accepted.get(message.mapping, 0) + 1
                     message.state.finish(message.record.offset)
                     self.breaker.record(False)
+            for mapping, count in accepted.items():
+                self._accepted(mapping).inc(count)
             for message, rejection, attempts in result.rejected:
                 if message.state.active:
                     error = PoisonError(
@@ -489,6 +529,14 @@ class Worker:
                         message.record, message.state, error, message.mapping, attempts
                     )
         self.metrics.in_flight_requests.set(len(self.in_flight))
+
+    def _accepted(self, mapping: str) -> Any:
+        counter = self._accepted_by_mapping.get(mapping)
+        if counter is None:
+            counter = self._accepted_by_mapping[mapping] = self.metrics.records_accepted.labels(
+                mapping
+            )
+        return counter
 
     # ------------------------------------------------------------------ flow control
 

@@ -7,7 +7,7 @@ it; without strict ordering a lane is a whole connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Container, Hashable, Iterator
 from dataclasses import dataclass, field
 
 from connector.offsets import PartitionState
@@ -41,10 +41,7 @@ class Batch:
     size: int = FRAMING_BYTES  # the request body's size, framing and commas included
 
     def body(self) -> bytes:
-        return b'{"messages":[' + b",".join(m.body for m in self.messages) + b"]}"
-
-    def added_size(self, message_bytes: int) -> int:
-        return message_bytes + (1 if self.messages else 0)
+        return b'{"messages":[' + b",".join([m.body for m in self.messages]) + b"]}"
 
 
 def request_size(bodies: list[bytes]) -> int:
@@ -77,30 +74,40 @@ class Batcher:
         A message too big to share a request with anything gets a batch of its own.
         """
         closed: list[Batch] = []
+        size = len(message.body)
         batch = self._open.get(lane)
         if batch is not None and (
-            batch.size + batch.added_size(len(message.body)) > self.max_bytes
-            or len(batch.messages) >= self.max_records
+            batch.size + size + 1 > self.max_bytes or len(batch.messages) >= self.max_records
         ):
             closed.append(self._close(lane))
             batch = None
         if batch is None:
             batch = Batch(lane, message.connection_id, self._clock())
             self._open[lane] = batch
-        batch.size += batch.added_size(len(message.body))
+            batch.size += size  # the first message needs no comma
+        else:
+            batch.size += size + 1
         batch.messages.append(message)
         self.buffered_records += 1
-        self.buffered_bytes += len(message.body)
+        self.buffered_bytes += size
         if len(batch.messages) >= self.max_records or batch.size >= self.max_bytes:
             closed.append(self._close(lane))
         return closed
 
-    def due(self) -> list[Batch]:
-        """Batches whose oldest message has waited `linger_s`."""
+    def due(self, skip: Container[Lane] = (), limit: int | None = None) -> list[Batch]:
+        """Close and return batches whose oldest message has waited `linger_s`, oldest first.
+
+        Lanes in `skip` are left open, and at most `limit` batches are closed: a batch that
+        could not be sent now anyway (its lane is busy, or no request slot is free) keeps
+        filling instead of waiting, closed, half empty.
+        """
         now = self._clock()
-        lanes = [
-            lane for lane, batch in self._open.items() if now - batch.created_at >= self.linger_s
-        ]
+        lanes: list[Lane] = []
+        for lane, batch in self._open.items():  # insertion order: the oldest batch first
+            if limit is not None and len(lanes) >= limit:
+                break
+            if now - batch.created_at >= self.linger_s and lane not in skip:
+                lanes.append(lane)
         return [self._close(lane) for lane in lanes]
 
     def next_due_in(self) -> float | None:

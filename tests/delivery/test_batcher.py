@@ -79,6 +79,22 @@ def test_linger_and_lanes() -> None:
     assert batcher.next_due_in() is None
 
 
+def test_due_leaves_skipped_lanes_open_and_closes_at_most_limit_oldest_first() -> None:
+    """The worker skips lanes that are busy and asks for no more batches than free request
+    slots: those batches keep filling instead of waiting, closed, half empty."""
+    clock = FakeClock()
+    batcher = Batcher(max_bytes=10_000, max_records=100, linger_s=0.05, clock=clock)
+    for lane in ("a", "b", "c"):
+        batcher.add(lane, message(10))
+        clock.now += 0.01
+    clock.now = 1.0  # all three have lingered long enough
+    assert [b.lane for b in batcher.due(skip={"a"}, limit=1)] == ["b"]
+    batcher.add("a", message(10))  # a skipped batch keeps filling
+    assert batcher.next_due_in() == 0.0
+    assert [len(b.messages) for b in batcher.due(limit=5)] == [2, 1]  # a, then c
+    assert batcher.buffered_records == 0
+
+
 def test_drop_removes_only_rejected_messages() -> None:
     batcher = Batcher(max_bytes=10_000, max_records=100, linger_s=1.0, clock=FakeClock())
     for offset in range(4):
