@@ -179,8 +179,11 @@ class BatchingSettings(_Section):
         ge=1,
         description="Pause consuming when this many messages are buffered or in flight.",
     )
+    # 16 MiB covers the requests in flight and a full batch per busy lane; more only holds
+    # records longer (each buffered message also keeps its source record for the dead-letter
+    # topic, so memory is about twice this). See docs/performance.md.
     max_buffered_bytes: int = Field(
-        default=64 * 1024 * 1024,
+        default=16 * 1024 * 1024,
         ge=1024,
         description="Pause consuming when this many message bytes are buffered or in flight.",
     )

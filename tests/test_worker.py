@@ -78,6 +78,8 @@ class FakeConsumer:
         self.paused: set[tuple[str, int]] = set()
         self.commits: list[dict[tuple[str, int], int]] = []
         self.consume_calls = 0
+        self.positions: dict[tuple[str, int], int] = {}
+        self.seeks: list[tuple[str, int, int]] = []
         self.closed = False
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
@@ -118,7 +120,22 @@ class FakeConsumer:
         if callable(step):
             step(self)
             return []
-        return [m for m in step if (TOPIC, m.partition()) not in self.paused]
+        delivered = [m for m in step if (TOPIC, m.partition()) not in self.paused]
+        for m in delivered:
+            self.positions[(TOPIC, m.partition())] = m.offset() + 1
+        return delivered
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Where consumption goes on: one past the last delivered offset (-1001: none yet)."""
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self.positions.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.seeks.append((partition.topic, partition.partition, partition.offset))
 
     def assignment(self) -> list[TopicPartition]:
         return list(self.assigned)
@@ -330,6 +347,9 @@ def test_api_down_pauses_consumption_and_keeps_polling(tmp_path: Path) -> None:
     )
     assert worker.run() == EXIT_OK
     assert consumer.paused == set()
+    # On resume the worker seeks to where consumption stopped (to restart fetching at once):
+    # the same position, so nothing is skipped or read twice.
+    assert consumer.seeks == [(TOPIC, 0, 80)]
     assert consumer.committed_position(0) == 80
     assert worker.metrics.retries.labels("503")._value.get() > 0
 
