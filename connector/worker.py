@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter
 
 from connector.deadletter import CircuitBreaker, DeadLetterWriter, context_headers
 from connector.delivery.auth import TokenProvider
@@ -67,7 +68,7 @@ class Route:
 
     decoder: Decoder
     mappings: list[CompiledMapping]
-    consumed: Any  # the records_consumed counter of this topic
+    consumed: Counter  # records_consumed{topic=…}
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -149,8 +150,8 @@ class Worker:
         self._ordered = batching.ordering == "partition"
         # Metric children used per record or per batch, looked up once (see Route).
         self._filtered = self.metrics.records_skipped.labels("filter")
-        self._warnings_by_mapping: dict[str, Any] = {}
-        self._accepted_by_mapping: dict[str, Any] = {}
+        self._warnings_by_mapping: dict[str, Counter] = {}
+        self._accepted_by_mapping: dict[str, Counter] = {}
         self._avro: ConfluentAvroDecoder | None = None
         self._fixed_avro: dict[Path, FixedAvroDecoder] = {}
 
@@ -369,7 +370,7 @@ class Worker:
             if closed:
                 self.ready.extend(closed)
 
-    def _field_warnings(self, mapping: str) -> Any:
+    def _field_warnings(self, mapping: str) -> Counter:
         counter = self._warnings_by_mapping.get(mapping)
         if counter is None:
             counter = self._warnings_by_mapping[mapping] = self.metrics.field_warnings.labels(
@@ -534,7 +535,7 @@ class Worker:
                     )
         self.metrics.in_flight_requests.set(len(self.in_flight))
 
-    def _accepted(self, mapping: str) -> Any:
+    def _accepted(self, mapping: str) -> Counter:
         counter = self._accepted_by_mapping.get(mapping)
         if counter is None:
             counter = self._accepted_by_mapping[mapping] = self.metrics.records_accepted.labels(
