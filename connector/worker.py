@@ -478,17 +478,13 @@ class Worker:
 
     def _dispatch(self) -> None:
         """Start requests for ready batches while slots are free, one per lane at a time."""
+        # A lingering batch of a busy lane (a request in flight, or a batch already queued)
+        # is left open: it could not be sent before its lane frees anyway, and meanwhile it
+        # keeps filling instead of waiting, closed and half empty. Under load requests go out
+        # nearly full; other lanes' batches still close after linger_ms and queue in order.
+        busy = self.busy_lanes.union(batch.lane for batch in self.ready)
+        self.ready.extend(self.batcher.due(busy))
         free = self.settings.batching.max_in_flight_requests - len(self.in_flight)
-        if free > 0:
-            # Close lingering batches only where a request could start now. A batch whose
-            # lane is busy (a request in flight, or a batch already waiting) or that would
-            # find no free slot keeps filling instead: under load requests go out full, and
-            # no batch waits longer than it would have, closed, in the queue.
-            waiting_lanes = {batch.lane for batch in self.ready}
-            startable = len(waiting_lanes - self.busy_lanes)
-            if free > startable:
-                busy = self.busy_lanes | waiting_lanes
-                self.ready.extend(self.batcher.due(busy, free - startable))
         if not self.ready or free <= 0:
             return
         waiting: deque[Batch] = deque()

@@ -94,20 +94,18 @@ class Batcher:
             closed.append(self._close(lane))
         return closed
 
-    def due(self, skip: Container[Lane] = (), limit: int | None = None) -> list[Batch]:
+    def due(self, skip: Container[Lane] = ()) -> list[Batch]:
         """Close and return batches whose oldest message has waited `linger_s`, oldest first.
 
-        Lanes in `skip` are left open, and at most `limit` batches are closed: a batch that
-        could not be sent now anyway (its lane is busy, or no request slot is free) keeps
-        filling instead of waiting, closed, half empty.
+        Batches of lanes in `skip` are left open to keep filling: the worker passes the lanes
+        that could not send them yet anyway.
         """
         now = self._clock()
-        lanes: list[Lane] = []
-        for lane, batch in self._open.items():  # insertion order: the oldest batch first
-            if limit is not None and len(lanes) >= limit:
-                break
-            if now - batch.created_at >= self.linger_s and lane not in skip:
-                lanes.append(lane)
+        lanes = [
+            lane
+            for lane, batch in self._open.items()  # insertion order: the oldest batch first
+            if now - batch.created_at >= self.linger_s and lane not in skip
+        ]
         return [self._close(lane) for lane in lanes]
 
     def next_due_in(self) -> float | None:

@@ -79,19 +79,18 @@ def test_linger_and_lanes() -> None:
     assert batcher.next_due_in() is None
 
 
-def test_due_leaves_skipped_lanes_open_and_closes_at_most_limit_oldest_first() -> None:
-    """The worker skips lanes that are busy and asks for no more batches than free request
-    slots: those batches keep filling instead of waiting, closed, half empty."""
+def test_due_leaves_skipped_lanes_open_to_keep_filling() -> None:
+    """The worker skips busy lanes: their batches could not be sent yet anyway."""
     clock = FakeClock()
     batcher = Batcher(max_bytes=10_000, max_records=100, linger_s=0.05, clock=clock)
     for lane in ("a", "b", "c"):
         batcher.add(lane, message(10))
         clock.now += 0.01
     clock.now = 1.0  # all three have lingered long enough
-    assert [b.lane for b in batcher.due(skip={"a"}, limit=1)] == ["b"]
-    batcher.add("a", message(10))  # a skipped batch keeps filling
+    assert [b.lane for b in batcher.due(skip={"b"})] == ["a", "c"]
+    batcher.add("b", message(10))  # the skipped batch kept filling
     assert batcher.next_due_in() == 0.0
-    assert [len(b.messages) for b in batcher.due(limit=5)] == [2, 1]  # a, then c
+    assert [len(b.messages) for b in batcher.due()] == [2]
     assert batcher.buffered_records == 0
 
 
