@@ -13,7 +13,7 @@ from connector.cli import main
 from connector.emulator.app import create_app
 from connector.emulator.config import EmulatorConfigError, load_config, parse_config
 
-README = Path(__file__).parents[2] / "connector" / "emulator" / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def problems_of(text: str, tmp_path: Path) -> list[str]:
@@ -35,7 +35,10 @@ def test_no_file_and_an_empty_file_mean_the_defaults(tmp_path: Path) -> None:
 
 
 def test_the_readme_example_is_a_valid_configuration(tmp_path: Path) -> None:
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## The Platform emulator") :]
+    section = section[: section.index("\n## ", 1)]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
     assert len(blocks) == 1
     config = parse_config(yaml.safe_load(blocks[0]), tmp_path)
     assert config.connections["my-inlet"].rate_limit is not None
