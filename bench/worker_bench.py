@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/worker_bench.py --output bench-result.json
     .venv/bin/python bench/worker_bench.py --records 200000 --record-size 1000 --partitions 8 \\
-        --repeat 3 --output bench-result.json [--profile]
+        --repeat 3 --output bench-result.json [--profile] [--keep] \\
+        [--env AEP_CONNECTOR_BATCHING__LINGER_MS=100 ...]
 
 What it does, in order:
 1. a broker: `KAFKA_BOOTSTRAP_SERVERS` when set (loopback only), else `scripts/local-kafka`
@@ -25,13 +26,14 @@ Figures, per run (see docs/performance.md for what each one means):
 - cpu_us_per_record, cpu_s_per_million: user + system CPU of the worker process (all its
   threads: main loop, sender threads, librdkafka) from /proc/<pid>/stat, sampled when the
   worker logs "subscribed" (after imports and mapping compilation) and when the topic is
-  drained. startup_cpu_s is what came before.
+  drained; also split by thread (/proc/<pid>/task). startup_cpu_s is what came before.
 - peak_rss_mb: VmHWM of /proc/<pid>/status when the topic is drained.
-- requests, mean_request_bytes: the worker's /metrics (aep_connector_request_bytes sum and
-  count), cross-checked with the emulator's /__emulator/stats (requests, bytes received).
-- machine: CPU count, load average, and the whole machine's busy share during the run, with
-  the worker's, the emulator's and the broker's share of it, so that load from anything else
-  on the machine is visible.
+- requests, mean_request_bytes, mean_request_latency_ms: the worker's /metrics
+  (aep_connector_request_bytes and aep_connector_request_latency_seconds sums and counts),
+  cross-checked with the emulator's /__emulator/stats (requests, bytes received).
+- machine: the whole machine's busy cores over the measured window (/proc/stat), with the
+  worker's, the emulator's and the broker's share of it, so that load from anything else on
+  the machine is visible.
 
 Everything listens on and talks to loopback addresses only; every wait is bounded.
 `--profile` runs the worker under pyinstrument (`python -m pyinstrument -m connector run`) and
