@@ -27,8 +27,11 @@ from connector.errors import (
     RetryableError,
     SplitRequest,
 )
+from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.settings import PlatformSettings
+
+log = get_logger("sender")
 
 
 class Interrupted(ConnectorError):
@@ -128,7 +131,12 @@ class Sender:
                 self._health.answered()
                 return outcomes, attempt
             except AuthenticationError as exc:
-                if renewed or not self._tokens.enabled:
+                if not self._tokens.enabled:
+                    raise HaltError(
+                        f"{exc} (no credentials configured: set platform.auth.client_id and "
+                        "client_secret for an inlet with authentication)"
+                    ) from None
+                if renewed:
                     raise HaltError(f"{exc} (after renewing the token)") from None
                 renewed = True
                 self._metrics.retries.labels("auth").inc()
@@ -139,6 +147,18 @@ class Sender:
                 self._metrics.retries.labels(reason).inc()
                 delay = self._policy.delay(attempt, exc.retry_after_s, self._rng)
                 self._metrics.backoff_seconds.inc(delay)
+                log.warning(
+                    "retrying request",
+                    extra={
+                        "fields": {
+                            "connection": connection_id,
+                            "reason": reason,
+                            "attempt": attempt,
+                            "delay_s": round(delay, 3),
+                            "messages": len(messages),
+                        }
+                    },
+                )
                 if self._stop.wait(delay):
                     raise Interrupted("stopped while backing off") from None
 

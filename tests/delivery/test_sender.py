@@ -269,3 +269,27 @@ def test_stop_interrupts_a_batch_that_keeps_failing() -> None:
     with pytest.raises(Interrupted):
         sender.deliver(batch(1))
     assert calls["n"] == 5
+
+
+def test_401_without_credentials_halts_saying_so() -> None:
+    sender, _, _ = make_sender(lambda r: httpx.Response(401, json={"message": "token required"}))
+    with pytest.raises(HaltError, match="no credentials configured"):
+        sender.deliver(batch(1))
+
+
+def test_retries_are_logged_without_payloads(caplog: pytest.LogCaptureFixture) -> None:
+    script = [503]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if script:
+            return httpx.Response(script.pop(0), headers={"Retry-After": "0"})
+        return accept_all(request)
+
+    sender, _, _ = make_sender(handler)
+    with caplog.at_level("WARNING", logger="aep_connector"):
+        sender.deliver(batch(2))
+    (record,) = [r for r in caplog.records if r.getMessage() == "retrying request"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["reason"] == "503"
+    assert fields["messages"] == 2
+    assert '"n"' not in caplog.text
