@@ -27,9 +27,9 @@ LOCAL_KAFKA = REPO_ROOT / "scripts" / "local-kafka"
 REGISTRY_IMAGE = "apicurio/apicurio-registry:3.3.3"
 
 INSTALL_HINT = (
-    "Integration tests need a real Kafka broker and schema registry. Install Java 17+ (Java 21+ "
-    "for the registry) and Apache Maven so that scripts/local-kafka can run them, or run a "
-    "Docker engine, or set KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL."
+    "Integration tests need a real Kafka broker and schema registry. Install Java 17+ and "
+    "Apache Maven so that scripts/local-kafka can run them, or run a Docker engine, or set "
+    "KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL."
 )
 
 
