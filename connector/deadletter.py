@@ -2,7 +2,8 @@
 
 A record sent here counts as finished only when the producer's delivery report confirms it
 (idempotent producer, acks=all). A failed delivery halts the worker: the record is neither
-delivered nor dead-lettered, so its offset must never be committed.
+delivered nor dead-lettered, so its offset must never be committed. So does a producer queue
+that stays full: the loop must never block on the dead-letter path.
 
 The circuit breaker stops a bad deployment (wrong mapping, wrong schema) from pouring the
 whole stream into the dead-letter topic: past a ratio or a run of dead letters it halts.
@@ -10,13 +11,15 @@ whole stream into the dead-letter topic: past a ratio or a run of dead letters i
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from connector.errors import HaltError, Stage
+from connector.errors import DeadLetter, HaltError
 from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.records import SourceRecord
@@ -26,36 +29,34 @@ log = get_logger("deadletter")
 HEADER_PREFIX = "aep.dlq."
 MESSAGE_LIMIT = 1000  # characters of an error message kept in a header
 
+T = TypeVar("T")
 
-def context_headers(
-    record: SourceRecord,
-    stage: Stage,
-    error_class: str,
-    message: str,
-    mapping: str | None,
-    status: int | None = None,
-    api_message: str | None = None,
-    attempts: int = 0,
-) -> list[tuple[str, bytes]]:
+
+def context_headers(record: SourceRecord, letter: DeadLetter) -> list[tuple[str, bytes]]:
     """The headers added after the record's own (DESIGN rule 5)."""
     fields: list[tuple[str, str | None]] = [
         ("source.topic", record.topic),
         ("source.partition", str(record.partition)),
         ("source.offset", str(record.offset)),
         ("source.timestamp", None if record.timestamp_ms is None else str(record.timestamp_ms)),
-        ("stage", stage),
-        ("error.class", error_class),
-        ("error.message", message[:MESSAGE_LIMIT]),
-        ("http.status", None if status is None else str(status)),
-        ("api.message", None if api_message is None else api_message[:MESSAGE_LIMIT]),
-        ("attempts", str(attempts) if attempts else None),
-        ("mapping", mapping),
+        ("stage", letter.stage),
+        ("error.class", letter.error_class),
+        ("error.message", letter.message[:MESSAGE_LIMIT]),
+        ("http.status", None if letter.status is None else str(letter.status)),
+        (
+            "api.message",
+            None if letter.api_message is None else letter.api_message[:MESSAGE_LIMIT],
+        ),
+        ("attempts", str(letter.attempts) if letter.attempts else None),
+        ("mapping", letter.mapping),
     ]
     return [(HEADER_PREFIX + name, value.encode()) for name, value in fields if value is not None]
 
 
-class DeadLetterWriter:
-    """Produces dead letters and calls back when each one is confirmed."""
+class DeadLetterWriter(Generic[T]):
+    """Produces dead letters and hands back, from poll() and flush(), the token of each one
+    Kafka has confirmed. It never calls into its caller: the loop applies confirmations
+    together with the API's results."""
 
     def __init__(
         self,
@@ -63,6 +64,8 @@ class DeadLetterWriter:
         topic: str,
         metrics: Metrics,
         producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+        queue_full_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         config = {
             # A dead letter carries the original record, which may be larger than the API's
@@ -72,67 +75,86 @@ class DeadLetterWriter:
             **producer_config,
             "enable.idempotence": True,
             "acks": "all",
+            # A dead letter must land in the topic the operator created, never in one a
+            # misspelt name conjured up.
+            "allow.auto.create.topics": False,
         }
         self._producer = producer_factory(config)
         self.topic = topic
         self._metrics = metrics
+        self._queue_full_timeout_s = queue_full_timeout_s
+        self._clock = clock
+        self._confirmed: list[T] = []
         self.pending = 0
         self.failure: str | None = None  # set when a delivery failed for good
 
     def send(
-        self,
-        record: SourceRecord,
-        headers: list[tuple[str, bytes]],
-        reason: tuple[str, str],
-        on_confirmed: Callable[[], None],
-    ) -> None:
-        """Queue `record` with `headers` appended; `on_confirmed` runs once Kafka has it."""
-        stage, error_class = reason
+        self, record: SourceRecord, letter: DeadLetter, token: T, stop: threading.Event
+    ) -> bool:
+        """Queue `record` with the context headers of `letter`; `token` comes back from poll()
+        once Kafka has it. False when `stop` was set while the producer's queue was full (the
+        record stays unfinished); HaltError when the queue stays full too long."""
 
         def delivered(error: KafkaError | None, _message: object) -> None:
             self.pending -= 1
             if error is not None:
                 self.failure = f"dead-letter write to {self.topic} failed: {error}"
                 return
-            self._metrics.records_dead_lettered.labels(stage, error_class).inc()
-            on_confirmed()
+            self._metrics.records_dead_lettered.labels(letter.stage, letter.error_class).inc()
+            self._confirmed.append(token)
 
-        all_headers = [*((k, v) for k, v in record.headers), *headers]
-        self.pending += 1
+        headers = [*record.headers, *context_headers(record, letter)]
+        give_up_at: float | None = None
         while True:
             try:
                 self._producer.produce(
                     self.topic,
                     key=record.key,
                     value=record.value,
-                    headers=all_headers,
+                    headers=headers,
                     on_delivery=delivered,
                 )
-                return
+                self.pending += 1
+                return True
             except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain
+                # The local queue is full (the brokers are slow or away): let deliveries drain,
+                # but never for ever, and not past a stop.
+                now = self._clock()
+                give_up_at = give_up_at or now + self._queue_full_timeout_s
+                if stop.is_set():
+                    return False
+                if now >= give_up_at:
+                    raise HaltError(
+                        f"dead-letter producer queue for {self.topic} stayed full for "
+                        f"{self._queue_full_timeout_s:.0f} s"
+                    ) from None
+                self._producer.poll(0.05)
 
-    def poll(self) -> None:
-        """Serve delivery reports; raises HaltError once a delivery has failed."""
+    def poll(self) -> list[T]:
+        """Tokens of the dead letters confirmed since the last call; HaltError once a
+        delivery has failed."""
         self._producer.poll(0)
-        self.raise_if_failed()
+        return self._take_confirmed()
 
-    def flush(self, timeout_s: float) -> None:
+    def flush(self, timeout_s: float) -> list[T]:
         self._producer.flush(timeout_s)
-        self.raise_if_failed()
+        return self._take_confirmed()
 
-    def raise_if_failed(self) -> None:
+    def _take_confirmed(self) -> list[T]:
         if self.failure is not None:
             raise HaltError(self.failure)
+        confirmed, self._confirmed = self._confirmed, []
+        return confirmed
 
     def check_topic(self, timeout_s: float = 10.0) -> None:
         """Refuse to start when the brokers say the dead-letter topic does not exist.
 
-        Brokers that do not answer yet are not a reason to halt: the consumer and the
-        producer wait for them, and readiness stays false meanwhile.
+        Asks for the metadata of every topic: asking for this one by name would create it on
+        brokers that auto-create topics. Brokers that do not answer yet are not a reason to
+        halt: the consumer and the producer wait for them, and readiness stays false meanwhile.
         """
         try:
-            metadata = self._producer.list_topics(self.topic, timeout=timeout_s)
+            metadata = self._producer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
             log.warning(
                 "could not check the dead-letter topic", extra={"fields": {"error": str(exc)}}

@@ -1,20 +1,59 @@
-"""The connector's error tree. Every failure is mapped into it in one place (the layer that
-meets the library or the API), and the worker decides by class alone what happens next.
+"""The connector's error tree, and the dead-letter value a failed record leaves the path with.
+
+Every failure is mapped into the tree in one place (the layer that meets the library or the
+API), and the worker decides by class alone what happens next.
 
     ConnectorError
-    ├── RetryableError      transient: back off and try again; never dead-letter, never drop
-    ├── PoisonError         this record is bad: dead-letter it with the stage and the reason
-    ├── SplitRequest        the request is too large: split the batch in halves and retry them
-    └── HaltError           the deployment is wrong: stop consuming, commit nothing unfinished
+    ├── RetryableError          transient: back off and try again; never dead-letter, never drop
+    │   └── Unacknowledged      a 2xx without one result per message: nothing is acknowledged
+    ├── PoisonError             this record is bad: it leaves the path as a DeadLetter
+    ├── SplitRequest            the request is too large: split the batch in halves, retry them
+    ├── HaltError               the deployment is wrong: stop consuming, commit nothing unfinished
+    │   └── AuthenticationError 401/403: renew the token once, then halt
+    ├── ConfigError             invalid settings (connector.settings): exit 2
+    ├── MappingLoadError        invalid mapping files (connector.mapping): exit 2
+    │   └── DocumentError       one mapping file's structure
+    ├── MappingFailure          one record could not be mapped (strict mode, budget): poison
+    └── EmulatorConfigError     the emulator's configuration: exit 2
+
+Where errors of the layers below are translated into this tree:
+- connector/source/decode.py: orjson and fastavro errors → PoisonError (stage decode); schema
+  registry transport errors → RetryableError, unknown or unusable schemas → PoisonError.
+- connector/source/kafka.py: librdkafka message errors → HaltError (fatal, authentication) or
+  a logged warning (transient consumer errors the client retries itself).
+- connector/delivery/outcome.py: HTTP status codes and 207 entries → RetryableError,
+  SplitRequest, HaltError, AuthenticationError, Unacknowledged, or a DeadLetter per message.
+- connector/delivery/sender.py: httpx transport errors → RetryableError.
+- connector/delivery/auth.py: token endpoint answers → RetryableError or HaltError.
+- connector/deadletter.py: producer delivery failures and a queue that stays full → HaltError.
+- connector/process.py: MappingFailure, envelope errors, oversized messages → DeadLetter.
 
 Stages a record can fail in (the dead-letter `stage` header): decode, map, validate, api.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 Stage = Literal["decode", "map", "validate", "api"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Why one record (or one message made from it) goes to the dead-letter topic.
+
+    `error_class` is a short fixed code: the metric label and the `error.class` header.
+    `message` may quote record values, so it is logged only at DEBUG.
+    """
+
+    stage: Stage
+    error_class: str
+    message: str
+    status: int | None = None
+    api_message: str | None = None
+    mapping: str | None = None
+    attempts: int = 0
 
 
 class ConnectorError(Exception):
@@ -32,8 +71,13 @@ class RetryableError(ConnectorError):
         self.retry_after_s = retry_after_s
 
 
+class Unacknowledged(RetryableError):
+    """A success status without one result per message (a proxy, a wrong base URL): no message
+    is acknowledged. Retried like a transient failure; halts after a bound."""
+
+
 class PoisonError(ConnectorError):
-    """One record cannot be delivered as it is; it goes to the dead-letter topic."""
+    """One record cannot be delivered as it is; raised by lower layers, it becomes a DeadLetter."""
 
     def __init__(
         self,
@@ -44,10 +88,15 @@ class PoisonError(ConnectorError):
         api_message: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.stage: Stage = stage
-        self.reason = reason  # a short, fixed code: the metric label and the error.class header
-        self.status = status
-        self.api_message = api_message
+        self.letter = DeadLetter(stage, reason, message, status, api_message)
+
+    @property
+    def stage(self) -> Stage:
+        return self.letter.stage
+
+    @property
+    def reason(self) -> str:
+        return self.letter.error_class
 
 
 class SplitRequest(ConnectorError):

@@ -38,6 +38,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.offset_rewinds = Counter(
+            p + "offset_rewinds",
+            "Times a partition's offsets went backwards (log truncation, offset reset) and "
+            "it was processed again from its lowest unfinished offset.",
+            registry=r,
+        )
         self.field_warnings = Counter(
             p + "mapping_field_warnings",
             "Destination fields left out because their expression failed.",

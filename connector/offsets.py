@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections import deque
 
-TopicPartition = tuple[str, int]
+#: (topic, partition): a partition's identity in the tracker (not confluent-kafka's type).
+PartitionKey = tuple[str, int]
 
 
 class PartitionState:
@@ -23,7 +24,7 @@ class PartitionState:
 
     __slots__ = ("_order", "_remaining", "active", "committed", "key", "last_added", "position")
 
-    def __init__(self, key: TopicPartition) -> None:
+    def __init__(self, key: PartitionKey) -> None:
         self.key = key
         self.active = True
         self._order: deque[int] = deque()  # consumed, not yet below the position
@@ -67,6 +68,10 @@ class PartitionState:
         """Records consumed but not finished."""
         return len(self._remaining)
 
+    def first_unfinished(self) -> int:
+        """The lowest offset not yet finished (one past the last added when all are)."""
+        return self._order[0] if self._order else self.last_added + 1
+
     def uncommitted_position(self) -> int | None:
         """The position if it moved since the last commit, else None."""
         if self.position is not None and self.position != self.committed:
@@ -78,9 +83,9 @@ class OffsetTracker:
     """The partition states of the current assignment."""
 
     def __init__(self) -> None:
-        self._states: dict[TopicPartition, PartitionState] = {}
+        self._states: dict[PartitionKey, PartitionState] = {}
 
-    def assign(self, key: TopicPartition) -> PartitionState:
+    def assign(self, key: PartitionKey) -> PartitionState:
         state = PartitionState(key)
         old = self._states.get(key)
         if old is not None:
@@ -88,36 +93,34 @@ class OffsetTracker:
         self._states[key] = state
         return state
 
-    def state(self, key: TopicPartition) -> PartitionState | None:
+    def state(self, key: PartitionKey) -> PartitionState | None:
         return self._states.get(key)
 
-    def release(self, key: TopicPartition) -> PartitionState | None:
+    def release(self, key: PartitionKey) -> PartitionState | None:
         """Forget a revoked or lost partition; late results for it are ignored from now on."""
         state = self._states.pop(key, None)
         if state is not None:
             state.active = False
         return state
 
-    def keys(self) -> list[TopicPartition]:
+    def keys(self) -> list[PartitionKey]:
         return list(self._states)
 
-    def commit_positions(
-        self, keys: list[TopicPartition] | None = None
-    ) -> dict[TopicPartition, int]:
+    def commit_positions(self, keys: list[PartitionKey] | None = None) -> dict[PartitionKey, int]:
         """Positions that moved since the last commit (for all partitions, or for `keys`)."""
         chosen = (
             self._states
             if keys is None
             else {k: self._states[k] for k in keys if k in self._states}
         )
-        result: dict[TopicPartition, int] = {}
+        result: dict[PartitionKey, int] = {}
         for key, state in chosen.items():
             position = state.uncommitted_position()
             if position is not None:
                 result[key] = position
         return result
 
-    def mark_committed(self, positions: dict[TopicPartition, int]) -> None:
+    def mark_committed(self, positions: dict[PartitionKey, int]) -> None:
         for key, position in positions.items():
             state = self._states.get(key)
             if state is not None:

@@ -167,11 +167,22 @@ class BatchingSettings(_Section):
     max_in_flight_requests: int = Field(
         default=4, ge=1, le=256, description="Requests awaiting an answer at once."
     )
+    max_in_flight_per_connection: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "Request slots one connection may hold, so that an inlet that is down (its "
+            "requests retrying) leaves slots to the others. Unset: max_in_flight_requests "
+            "divided by the number of connections, rounded up."
+        ),
+    )
     ordering: Literal["partition", "none"] = Field(
         default="partition",
         description=(
             "partition: records of a partition reach the API in offset order (one request per "
-            "partition in flight); none: any order, fuller batches across partitions."
+            "partition in flight); none: any order, fuller batches across partitions, several "
+            "requests per connection in flight."
         ),
     )
     max_buffered_records: int = Field(
@@ -197,6 +208,14 @@ class RetrySettings(_Section):
     max_retry_after_s: float = Field(
         default=300.0, gt=0, description="Largest Retry-After honoured; longer ones are capped."
     )
+    max_unacknowledged: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Halt after this many success answers in a row without one result per message "
+            "(a proxy or a wrong base URL answering): such answers acknowledge nothing."
+        ),
+    )
 
 
 class DeadLetterSettings(_Section):
@@ -215,6 +234,14 @@ class DeadLetterSettings(_Section):
     )
     tombstones: Literal["skip", "dead-letter"] = Field(
         default="skip", description="What to do with records whose value is null."
+    )
+    queue_full_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Halt when the dead-letter producer's local queue stays full this long "
+            "(brokers away): the loop never blocks on the dead-letter path."
+        ),
     )
 
 

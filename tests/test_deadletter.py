@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from connector.deadletter import CircuitBreaker, DeadLetterWriter, context_headers
-from connector.errors import HaltError
+from connector.errors import DeadLetter, HaltError
 from connector.metrics import Metrics
 from connector.records import SourceRecord
 
@@ -17,12 +19,17 @@ RECORD = SourceRecord(
 
 
 class FakeProducer:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], queue_full: bool = False) -> None:
         self.config = config
+        self.queue_full = queue_full
         self.produced: list[dict[str, Any]] = []
         self.callbacks: list[Any] = []
+        self.metadata_requests: list[str | None] = []
+        self.topics = {"dlq"}
 
     def produce(self, topic: str, **kwargs: Any) -> None:
+        if self.queue_full:
+            raise BufferError("Local: Queue full")
         self.produced.append({"topic": topic, **kwargs})
         self.callbacks.append(kwargs["on_delivery"])
 
@@ -32,11 +39,17 @@ class FakeProducer:
     def flush(self, _timeout: float) -> int:
         return 0
 
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        self.metadata_requests.append(topic)
+        return SimpleNamespace(topics={name: SimpleNamespace(error=None) for name in self.topics})
+
+
+LETTER = DeadLetter("api", "api_rejected", "rejected", 400, "bad field", "web", 2)
+NEVER = threading.Event()
+
 
 def test_context_headers() -> None:
-    headers = dict(
-        context_headers(RECORD, "api", "api_rejected", "rejected", "web", 400, "bad field", 2)
-    )
+    headers = dict(context_headers(RECORD, LETTER))
     assert headers == {
         "aep.dlq.source.topic": b"orders",
         "aep.dlq.source.partition": b"3",
@@ -52,7 +65,7 @@ def test_context_headers() -> None:
     }
 
 
-def test_writer_keeps_bytes_and_confirms_only_on_delivery() -> None:
+def test_writer_keeps_bytes_and_hands_back_confirmations_only_after_delivery() -> None:
     producers: list[FakeProducer] = []
 
     def factory(config: dict[str, Any]) -> FakeProducer:
@@ -60,36 +73,83 @@ def test_writer_keeps_bytes_and_confirms_only_on_delivery() -> None:
         return producers[-1]
 
     metrics = Metrics()
-    writer = DeadLetterWriter({"bootstrap.servers": "x"}, "dlq", metrics, factory)
+    writer: DeadLetterWriter[str] = DeadLetterWriter(
+        {"bootstrap.servers": "x"}, "dlq", metrics, factory
+    )
     (producer,) = producers
     assert producer.config["enable.idempotence"] is True
     assert producer.config["acks"] == "all"
-    confirmed: list[bool] = []
-    extra = context_headers(RECORD, "decode", "invalid_json", "bad", None)
-    writer.send(RECORD, extra, ("decode", "invalid_json"), lambda: confirmed.append(True))
+    assert producer.config["allow.auto.create.topics"] is False
+    letter = DeadLetter("decode", "invalid_json", "bad")
+    assert writer.send(RECORD, letter, "token-42", NEVER)
     (sent,) = producer.produced
     assert sent["topic"] == "dlq"
     assert sent["key"] == RECORD.key
     assert sent["value"] == RECORD.value
     assert sent["headers"][0] == ("trace", b"\x01")
-    assert sent["headers"][1:] == extra
-    assert confirmed == []
+    assert sent["headers"][1:] == context_headers(RECORD, letter)
+    assert writer.poll() == []
     assert writer.pending == 1
     producer.callbacks[0](None, None)
-    assert confirmed == [True]
     assert writer.pending == 0
+    assert writer.poll() == ["token-42"]
+    assert writer.poll() == []
     assert metrics.records_dead_lettered.labels("decode", "invalid_json")._value.get() == 1
 
 
 def test_failed_delivery_halts_and_never_confirms() -> None:
     producer = FakeProducer({})
-    writer = DeadLetterWriter({}, "dlq", Metrics(), lambda _c: producer)
-    confirmed: list[bool] = []
-    writer.send(RECORD, [], ("map", "mapping_failure"), lambda: confirmed.append(True))
+    writer: DeadLetterWriter[str] = DeadLetterWriter({}, "dlq", Metrics(), lambda _c: producer)
+    writer.send(RECORD, DeadLetter("map", "mapping_failure", "x"), "token", NEVER)
     producer.callbacks[0]("broker down", None)
-    assert confirmed == []
     with pytest.raises(HaltError, match="dead-letter write to dlq failed"):
         writer.poll()
+
+
+class Clock:
+    def __init__(self, producer: FakeProducer) -> None:
+        self.now = 0.0
+        self.producer = producer
+        producer.poll = self.tick  # type: ignore[method-assign]
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, timeout: float) -> int:
+        self.now += timeout
+        return 0
+
+
+def test_a_queue_that_stays_full_halts_instead_of_blocking_the_loop() -> None:
+    producer = FakeProducer({}, queue_full=True)
+    clock = Clock(producer)
+    writer: DeadLetterWriter[str] = DeadLetterWriter(
+        {}, "dlq", Metrics(), lambda _c: producer, queue_full_timeout_s=3.0, clock=clock
+    )
+    with pytest.raises(HaltError, match="queue for dlq stayed full for 3 s"):
+        writer.send(RECORD, LETTER, "token", NEVER)
+    assert 3.0 <= clock.now < 3.2
+
+
+def test_a_stop_ends_the_wait_for_a_full_queue() -> None:
+    producer = FakeProducer({}, queue_full=True)
+    Clock(producer)
+    writer: DeadLetterWriter[str] = DeadLetterWriter({}, "dlq", Metrics(), lambda _c: producer)
+    stop = threading.Event()
+    stop.set()
+    assert writer.send(RECORD, LETTER, "token", stop) is False
+    assert writer.pending == 0
+
+
+def test_the_topic_check_never_names_the_topic_to_the_brokers() -> None:
+    """A metadata request naming a topic creates it on brokers that auto-create topics."""
+    producer = FakeProducer({})
+    writer: DeadLetterWriter[str] = DeadLetterWriter({}, "dlq", Metrics(), lambda _c: producer)
+    writer.check_topic()
+    assert producer.metadata_requests == [None]
+    producer.topics = {"other"}
+    with pytest.raises(HaltError, match="dead-letter topic 'dlq' is not available"):
+        writer.check_topic()
 
 
 def test_breaker_trips_on_consecutive_dead_letters() -> None:

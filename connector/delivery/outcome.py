@@ -1,42 +1,59 @@
 """Reading the API's answer to one batch request: pure logic, decided in this one place.
 
-`classify` returns one entry per message (None = accepted, Rejection = rejected) or raises the
-error class that says what to do with the whole request (see connector.errors).
+`classify` returns one entry per message (None = accepted, a DeadLetter = rejected, TRANSIENT =
+this message failed transiently and is sent again) or raises the error class that says what to
+do with the whole request (see connector.errors).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from email.utils import parsedate_to_datetime
+from enum import Enum
 
 import orjson
 
 from connector.errors import (
     AuthenticationError,
+    DeadLetter,
     HaltError,
     RetryableError,
     SplitRequest,
+    Unacknowledged,
 )
 
 API_MESSAGE_LIMIT = 500  # characters of the API's message kept in logs and dead-letter headers
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """The API refused one message; it goes to the dead-letter topic with this reason."""
+class Transient(Enum):
+    """A 207 entry carrying 408, 429 or 5xx: that message is retried, never dead-lettered."""
 
-    status: int
-    message: str
+    TRANSIENT = "transient"
+
+
+TRANSIENT = Transient.TRANSIENT
+Outcome = DeadLetter | Transient | None
+
+
+def rejection(status: int, message: str) -> DeadLetter:
+    """The dead letter of a message the API refused."""
+    return DeadLetter(
+        "api",
+        "api_rejected",
+        f"API rejected the message ({status}): {message}",
+        status=status,
+        api_message=message,
+    )
 
 
 def classify(
     status: int, body: bytes, retry_after: str | None, count: int, now_epoch_s: float
-) -> list[Rejection | None]:
+) -> list[Outcome]:
     """Per-message outcomes of a batch request of `count` messages, or raise what to do."""
-    if status == 207 or 200 <= status < 300:
+    if 200 <= status < 300:
         return _per_message(status, body, count)
     message = api_message(body)
-    if status in (408, 429) or (status >= 500 and status != 501):
+    if _transient(status):
         raise RetryableError(
             f"API answered {status}: {message}",
             status=status,
@@ -48,7 +65,7 @@ def classify(
         if count > 1:
             # 413: too large. 400: some message spoils the whole request. Halves isolate it.
             raise SplitRequest(f"API answered {status} for {count} messages: {message}")
-        return [Rejection(status, message or f"HTTP {status}")]
+        return [rejection(status, message or f"HTTP {status}")]
     if status == 404:
         raise HaltError(f"API answered 404 (unknown connection/inlet?): {message}")
     if status == 501:
@@ -56,32 +73,43 @@ def classify(
     raise HaltError(f"API answered unexpected status {status}: {message}")
 
 
-def _per_message(status: int, body: bytes, count: int) -> list[Rejection | None]:
-    if status != 207:
-        return [None] * count  # a plain 2xx acknowledges the whole request
+def _per_message(status: int, body: bytes, count: int) -> list[Outcome]:
+    """Only one result per message, in request order, acknowledges anything: a success status
+    alone may come from a proxy or a wrong base URL, and sending again risks duplicates, never
+    loss."""
     try:
         parsed = orjson.loads(body)
         responses = parsed["responses"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        # We cannot tell which messages were taken: sending again risks duplicates, never loss.
-        raise RetryableError(f"unreadable 207 body ({exc})", status=status) from exc
+        raise Unacknowledged(
+            f"API answered {status} without per-message results ({type(exc).__name__})",
+            status=status,
+        ) from None
     if not isinstance(responses, list) or len(responses) != count:
         size = len(responses) if isinstance(responses, list) else "no"
-        raise RetryableError(f"207 with {size} responses for {count} messages", status=status)
+        raise Unacknowledged(
+            f"API answered {status} with {size} results for {count} messages", status=status
+        )
     return [_entry(entry) for entry in responses]
 
 
-def _entry(entry: object) -> Rejection | None:
+def _entry(entry: object) -> Outcome:
     """Documented `statusCode`, observed `status`, with or without an xactionId: all count."""
     if not isinstance(entry, dict):
-        return Rejection(400, f"unreadable response entry: {str(entry)[:100]}")
+        return rejection(400, f"unreadable response entry: {str(entry)[:100]}")
     code = entry.get("statusCode", entry.get("status"))
     if isinstance(code, str) and code.isdigit():
         code = int(code)
     if isinstance(code, int) and code >= 400:
+        if _transient(code):
+            return TRANSIENT
         text = entry.get("message") or entry.get("title") or entry.get("detail") or ""
-        return Rejection(code, str(text)[:API_MESSAGE_LIMIT] or f"HTTP {code}")
+        return rejection(code, str(text)[:API_MESSAGE_LIMIT] or f"HTTP {code}")
     return None
+
+
+def _transient(status: int) -> bool:
+    return status in (408, 429) or (status >= 500 and status != 501)
 
 
 def api_message(body: bytes) -> str:
@@ -102,18 +130,24 @@ def api_message(body: bytes) -> str:
 
 
 def parse_retry_after(value: str | None, now_epoch_s: float) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None when absent/bad."""
+    """Retry-After as seconds from now: delta-seconds or an HTTP date.
+
+    None when absent or unusable, so the backoff policy decides: zero, negative, not a number,
+    infinite, or a date already past would otherwise turn backoff into a tight retry loop.
+    """
     if value is None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now_epoch_s
+    if not math.isfinite(seconds) or seconds <= 0:
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now_epoch_s)
+    return seconds

@@ -1,9 +1,16 @@
-"""Sending one batch until every message in it is accepted or rejected.
+"""Sending one batch until every message in it is accepted, rejected, or given up on.
 
-Runs in a sender thread, one batch per thread at a time. Transient failures are retried here,
-in place, with backoff: the batch's lane stays busy meanwhile, so later batches of the same
-partition cannot overtake it. A 413 (or a 400 on several messages) splits the batch in halves,
-sent in order. Authentication failures renew the token once, then halt.
+Runs in a request thread, one batch per thread. Transient failures are retried here, in place,
+with backoff: the batch's lane stays busy meanwhile, so later batches of the same partition
+cannot overtake it. A 413 (or a 400 on several messages) splits the batch in halves, sent in
+order; a 207 entry that failed transiently is sent again alone with the others of its kind.
+Authentication failures renew the token once, then halt.
+
+`deliver` never raises the connector's errors: what became of each message comes back in a
+DeliveryResult, including the halves a split already got accepted when a later half is
+interrupted or halts. The loop controls a request through its Ticket: cancelling it (revoke,
+loss, shutdown) is noticed before every attempt and during every backoff, and a deadline
+bounds each attempt's timeout (shutdown).
 """
 
 from __future__ import annotations
@@ -12,20 +19,21 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
-from connector.delivery.outcome import Rejection, classify
+from connector.delivery.outcome import TRANSIENT, Outcome, classify
 from connector.errors import (
     AuthenticationError,
-    ConnectorError,
+    DeadLetter,
     HaltError,
     RetryableError,
     SplitRequest,
+    Unacknowledged,
 )
 from connector.logs import get_logger
 from connector.metrics import Metrics
@@ -34,13 +42,13 @@ from connector.settings import PlatformSettings
 log = get_logger("sender")
 
 
-class Interrupted(ConnectorError):
-    """Shutdown or halt asked the sender to give up; the batch's records stay unfinished."""
+class Interrupted(Exception):
+    """The ticket was cancelled or its deadline passed; the rest of the batch stays unfinished."""
 
 
 class ApiHealth:
     """Since when every request has failed transiently (None: the API answers). Written by
-    sender threads, read by the readiness probe; single assignments need no lock."""
+    request threads, read by the readiness probe; single assignments need no lock."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -55,12 +63,26 @@ class ApiHealth:
 
 
 @dataclass(slots=True)
+class Ticket:
+    """The loop's hold on one request: cancel it, or bound its time (monotonic deadline)."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None
+
+
+@dataclass(slots=True)
 class DeliveryResult:
-    """What became of every message of a batch."""
+    """What became of every message of a batch.
+
+    `unfinished` messages were neither accepted nor rejected (cancelled, deadline, halt): their
+    records stay uncommitted. `halt` says why the deployment looks wrong, if it does.
+    """
 
     batch: Batch
     accepted: list[OutboundMessage] = field(default_factory=list)
-    rejected: list[tuple[OutboundMessage, Rejection, int]] = field(default_factory=list)
+    rejected: list[tuple[OutboundMessage, DeadLetter]] = field(default_factory=list)
+    unfinished: list[OutboundMessage] = field(default_factory=list)
+    halt: str | None = None
 
 
 class Sender:
@@ -70,10 +92,11 @@ class Sender:
         platform: PlatformSettings,
         tokens: TokenProvider,
         policy: BackoffPolicy,
-        stop: threading.Event,
         metrics: Metrics,
         health: ApiHealth,
+        max_unacknowledged: int = 5,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self._http = http
@@ -83,54 +106,75 @@ class Sender:
             "x-sandbox-name": platform.sandbox_name,
             **platform.extra_headers,
         }
+        self._request_timeout_s = platform.request_timeout_s
+        self._connect_timeout_s = platform.connect_timeout_s
         self._tokens = tokens
         self._policy = policy
-        self._stop = stop
         self._metrics = metrics
         self._health = health
+        self._max_unacknowledged = max_unacknowledged
         self._wall_clock = wall_clock
+        self._clock = clock
         self._rng = rng or random.Random()
 
-    def deliver(self, batch: Batch) -> DeliveryResult:
-        """Send `batch`; raises HaltError, or Interrupted when asked to stop."""
+    def deliver(self, batch: Batch, ticket: Ticket | None = None) -> DeliveryResult:
+        """Send `batch` until every message is accepted or rejected, or the ticket stops it."""
+        ticket = ticket or Ticket()
         result = DeliveryResult(batch)
         parts = [batch.messages]  # a stack; halves pushed second-half first to keep order
-        while parts:
-            part = parts.pop()
-            try:
-                outcomes, attempts = self._send_part(batch.connection_id, part)
-            except SplitRequest:
-                self._metrics.splits.inc()
-                middle = len(part) // 2
-                parts.append(part[middle:])
-                parts.append(part[:middle])
-                continue
-            for message, outcome in zip(part, outcomes, strict=True):
-                if outcome is None:
-                    result.accepted.append(message)
-                else:
-                    result.rejected.append((message, outcome, attempts))
+        try:
+            while parts:
+                part = parts.pop()
+                try:
+                    self._send_part(batch.connection_id, part, result, ticket)
+                except SplitRequest:
+                    self._metrics.splits.inc()
+                    middle = len(part) // 2
+                    parts.append(part[middle:])
+                    parts.append(part[:middle])
+        except Interrupted:
+            pass
+        except HaltError as exc:
+            result.halt = str(exc)
+        if len(result.accepted) + len(result.rejected) < len(batch.messages):
+            done = {id(m) for m in result.accepted}
+            done.update(id(m) for m, _ in result.rejected)
+            result.unfinished = [m for m in batch.messages if id(m) not in done]
         return result
 
     def _send_part(
-        self, connection_id: str, messages: list[OutboundMessage]
-    ) -> tuple[list[Rejection | None], int]:
+        self,
+        connection_id: str,
+        messages: list[OutboundMessage],
+        result: DeliveryResult,
+        ticket: Ticket,
+    ) -> None:
+        """Send `messages` until each is accepted or rejected (recorded in `result`)."""
         url = f"{self._base_url}/collection/batch/{connection_id}"
-        # One copy of the (up to 1 MB) body, not one per concatenation.
-        body = b"".join((b'{"messages":[', b",".join([m.body for m in messages]), b"]}"))
+        pending = messages
+        body = _body(pending)
         attempt = 0
-        renewed = False
+        unacknowledged = 0
+        renew = renewed = False
+        headers: dict[str, str] = {}
         while True:
-            if self._stop.is_set():
-                raise Interrupted("stopped before the batch was acknowledged")
+            timeout = self._attempt_timeout(ticket)
             attempt += 1
-            headers: dict[str, str] = {}
+            retry_after: float | None = None
             try:
+                if renew:
+                    self._tokens.renew_after_rejection(headers)
+                    renew = False
                 headers = {**self._headers, **self._tokens.headers()}
-                outcomes = self._post(url, body, len(messages), headers)
+                outcomes = self._post(url, body, len(pending), headers, timeout)
                 self._health.answered()
-                return outcomes, attempt
+                pending = self._apply(pending, outcomes, attempt, result)
+                if not pending:
+                    return
+                body = _body(pending)
+                reason = "partial"  # 207 entries with 408, 429 or 5xx: only those again
             except AuthenticationError as exc:
+                self._health.answered()
                 if not self._tokens.enabled:
                     raise HaltError(
                         f"{exc} (no credentials configured: set platform.auth.client_id and "
@@ -138,36 +182,100 @@ class Sender:
                     ) from None
                 if renewed:
                     raise HaltError(f"{exc} (after renewing the token)") from None
-                renewed = True
+                renew = renewed = True
                 self._metrics.retries.labels("auth").inc()
-                self._tokens.renew_after_rejection(headers)
+                continue
+            except Unacknowledged as exc:
+                unacknowledged += 1
+                if unacknowledged >= self._max_unacknowledged:
+                    raise HaltError(
+                        f"{exc}, {unacknowledged} times in a row: is platform.base_url the "
+                        "streaming ingestion API (not a proxy or another service)?"
+                    ) from None
+                self._health.failed()
+                reason = "unacknowledged"
             except RetryableError as exc:
                 self._health.failed()
                 reason = str(exc.status) if exc.status else "transport"
-                self._metrics.retries.labels(reason).inc()
-                delay = self._policy.delay(attempt, exc.retry_after_s, self._rng)
-                self._metrics.backoff_seconds.inc(delay)
-                log.warning(
-                    "retrying request",
-                    extra={
-                        "fields": {
-                            "connection": connection_id,
-                            "reason": reason,
-                            "attempt": attempt,
-                            "delay_s": round(delay, 3),
-                            "messages": len(messages),
-                        }
-                    },
+                retry_after = exc.retry_after_s
+            self._back_off(connection_id, reason, attempt, retry_after, len(pending), ticket)
+
+    def _apply(
+        self,
+        pending: list[OutboundMessage],
+        outcomes: list[Outcome],
+        attempt: int,
+        result: DeliveryResult,
+    ) -> list[OutboundMessage]:
+        """Record accepted and rejected messages; return those to send again."""
+        again: list[OutboundMessage] = []
+        for message, outcome in zip(pending, outcomes, strict=True):
+            if outcome is None:
+                result.accepted.append(message)
+            elif outcome is TRANSIENT:
+                again.append(message)
+            else:
+                result.rejected.append(
+                    (message, replace(outcome, mapping=message.mapping, attempts=attempt))
                 )
-                if self._stop.wait(delay):
-                    raise Interrupted("stopped while backing off") from None
+        return again
+
+    def _attempt_timeout(self, ticket: Ticket) -> httpx.Timeout | None:
+        """The timeout of the next attempt (None: the client's), or Interrupted."""
+        if ticket.cancel.is_set():
+            raise Interrupted
+        if ticket.deadline is None:
+            return None
+        left = ticket.deadline - self._clock()
+        if left <= 0:
+            raise Interrupted
+        if left >= self._request_timeout_s:
+            return None
+        return httpx.Timeout(left, connect=min(left, self._connect_timeout_s))
+
+    def _back_off(
+        self,
+        connection_id: str,
+        reason: str,
+        attempt: int,
+        retry_after_s: float | None,
+        messages: int,
+        ticket: Ticket,
+    ) -> None:
+        self._metrics.retries.labels(reason).inc()
+        delay = self._policy.delay(attempt, retry_after_s, self._rng)
+        log.warning(
+            "retrying request",
+            extra={
+                "fields": {
+                    "connection": connection_id,
+                    "reason": reason,
+                    "attempt": attempt,
+                    "delay_s": round(delay, 3),
+                    "messages": messages,
+                }
+            },
+        )
+        if ticket.deadline is not None and self._clock() + delay >= ticket.deadline:
+            raise Interrupted
+        self._metrics.backoff_seconds.inc(delay)
+        if ticket.cancel.wait(delay):
+            raise Interrupted
 
     def _post(
-        self, url: str, body: bytes, count: int, headers: dict[str, str]
-    ) -> list[Rejection | None]:
+        self,
+        url: str,
+        body: bytes,
+        count: int,
+        headers: dict[str, str],
+        timeout: httpx.Timeout | None,
+    ) -> list[Outcome]:
         started = time.monotonic()
         try:
-            response = self._http.post(url, content=body, headers=headers)
+            if timeout is None:
+                response = self._http.post(url, content=body, headers=headers)
+            else:
+                response = self._http.post(url, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             self._metrics.requests.labels("error").inc()
             raise RetryableError(f"request failed: {type(exc).__name__}: {exc}") from None
@@ -182,3 +290,8 @@ class Sender:
             count,
             self._wall_clock(),
         )
+
+
+def _body(messages: list[OutboundMessage]) -> bytes:
+    """The request body: one copy of the (up to 1 MB) bytes, not one per concatenation."""
+    return b"".join((b'{"messages":[', b",".join([m.body for m in messages]), b"]}"))

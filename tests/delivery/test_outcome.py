@@ -5,8 +5,20 @@ from __future__ import annotations
 import pytest
 
 from connector.delivery.backoff import BackoffPolicy
-from connector.delivery.outcome import Rejection, api_message, classify, parse_retry_after
-from connector.errors import AuthenticationError, HaltError, RetryableError, SplitRequest
+from connector.delivery.outcome import (
+    TRANSIENT,
+    api_message,
+    classify,
+    parse_retry_after,
+    rejection,
+)
+from connector.errors import (
+    AuthenticationError,
+    HaltError,
+    RetryableError,
+    SplitRequest,
+    Unacknowledged,
+)
 
 NOW = 1_700_000_000.0
 
@@ -31,22 +43,51 @@ def test_207_all_three_rejection_shapes_matched_by_position() -> None:
     outcomes = classify(207, body, None, 5, NOW)
     assert outcomes == [
         None,
-        Rejection(400, "documented shape"),
-        Rejection(400, "observed shape"),
-        Rejection(422, "with an xactionId"),
+        rejection(400, "documented shape"),
+        rejection(400, "observed shape"),
+        rejection(422, "with an xactionId"),
         None,
     ]
 
 
-def test_207_with_the_wrong_number_of_entries_is_retried_not_guessed() -> None:
-    with pytest.raises(RetryableError, match="1 responses for 2"):
+def test_rejections_are_dead_letters_of_the_api_stage() -> None:
+    (letter,) = classify(207, body207('{"status":400,"message":"bad field"}'), None, 1, NOW)
+    assert letter is not None
+    assert letter is not TRANSIENT
+    assert (letter.stage, letter.error_class, letter.status) == ("api", "api_rejected", 400)
+    assert letter.api_message == "bad field"
+    assert letter.message == "API rejected the message (400): bad field"
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 503, "503"])
+def test_207_entries_that_failed_transiently_are_retried_not_dead_lettered(
+    status: int | str,
+) -> None:
+    entry = f'{{"status":{status if isinstance(status, int) else chr(34) + status + chr(34)}}}'
+    body = body207('{"xactionId":"a"}', entry, '{"statusCode":400,"message":"bad"}')
+    assert classify(207, body, None, 3, NOW) == [None, TRANSIENT, rejection(400, "bad")]
+
+
+def test_207_with_the_wrong_number_of_entries_acknowledges_nothing() -> None:
+    with pytest.raises(Unacknowledged, match="1 results for 2"):
         classify(207, body207('{"xactionId":"a"}'), None, 2, NOW)
-    with pytest.raises(RetryableError, match="unreadable"):
+    with pytest.raises(Unacknowledged, match="without per-message results"):
         classify(207, b"<html>", None, 2, NOW)
 
 
-def test_plain_200_accepts_everything() -> None:
-    assert classify(200, b"{}", None, 3, NOW) == [None, None, None]
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+@pytest.mark.parametrize("body", [b"", b"{}", b"OK", b'{"responses":"all good"}'])
+def test_a_success_without_per_message_results_acknowledges_nothing(
+    status: int, body: bytes
+) -> None:
+    """A proxy or a wrong base URL answering 200 must not ack every message."""
+    with pytest.raises(Unacknowledged):
+        classify(status, body, None, 3, NOW)
+
+
+def test_a_200_with_one_result_per_message_is_read_like_a_207() -> None:
+    body = body207('{"xactionId":"a"}', '{"status":400,"message":"no"}')
+    assert classify(200, body, None, 2, NOW) == [None, rejection(400, "no")]
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
@@ -61,7 +102,7 @@ def test_transient_statuses_retry(status: int) -> None:
 def test_too_large_or_bad_request_splits_then_rejects_one(status: int) -> None:
     with pytest.raises(SplitRequest):
         classify(status, b"", None, 2, NOW)
-    assert classify(status, b'{"message":"no"}', None, 1, NOW) == [Rejection(status, "no")]
+    assert classify(status, b'{"message":"no"}', None, 1, NOW) == [rejection(status, "no")]
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -82,7 +123,15 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("soon", NOW) is None
     # An HTTP date 30 s from now.
     assert parse_retry_after("Tue, 14 Nov 2023 22:13:50 GMT", NOW) == pytest.approx(30.0)
-    assert parse_retry_after("Tue, 14 Nov 2023 22:12:00 GMT", NOW) == 0.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0", "-5", "nan", "NaN", "inf", "-inf", "Tue, 14 Nov 2023 22:12:00 GMT", "", "1e400"],
+)
+def test_an_unusable_retry_after_is_treated_as_absent(value: str) -> None:
+    """Zero, negative, NaN, infinite or a past date would otherwise disable backoff."""
+    assert parse_retry_after(value, NOW) is None
 
 
 def test_api_message_is_short_and_single_line() -> None:
@@ -100,3 +149,5 @@ def test_backoff_full_jitter_and_retry_after_cap() -> None:
     assert all(0 <= d <= min(2.0, 0.1 * 2 ** (n)) for n, d in enumerate(delays))
     assert policy.delay(1, 600.0, rng) == 30.0
     assert policy.delay(3, 4.5, rng) == 4.5
+    # A valid but tiny Retry-After never undercuts the policy's minimum.
+    assert policy.delay(1, 0.001, rng) == 0.1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable
 
 import httpx
@@ -13,8 +12,8 @@ import pytest
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
-from connector.delivery.sender import ApiHealth, Interrupted, Sender
-from connector.errors import HaltError, RetryableError
+from connector.delivery.sender import ApiHealth, DeliveryResult, Sender, Ticket
+from connector.errors import RetryableError
 from connector.metrics import Metrics
 from connector.offsets import PartitionState
 from connector.records import SourceRecord
@@ -57,8 +56,8 @@ def accept_all(request: httpx.Request) -> httpx.Response:
 def make_sender(
     handler: Handler,
     auth: AuthSettings | None = None,
-    stop: threading.Event | None = None,
     clock: Clock | None = None,
+    max_unacknowledged: int = 5,
 ) -> tuple[Sender, Metrics, TokenProvider]:
     metrics = Metrics()
     http = httpx.Client(transport=httpx.MockTransport(handler))
@@ -72,9 +71,10 @@ def make_sender(
         platform,
         tokens,
         BackoffPolicy(initial_s=0.0001, max_s=0.001, max_retry_after_s=0.001),
-        stop or threading.Event(),
         metrics,
         ApiHealth(clock),
+        max_unacknowledged=max_unacknowledged,
+        clock=clock,
         rng=random.Random(0),
     )
     return sender, metrics, tokens
@@ -161,11 +161,11 @@ def test_partial_rejection_is_reported_per_message() -> None:
     sender, _, _ = make_sender(handler)
     result = sender.deliver(batch(3))
     assert [m.record.offset for m in result.accepted] == [0, 2]
-    ((message, rejection, attempts),) = result.rejected
+    ((message, letter),) = result.rejected
     assert message.record.offset == 1
-    assert rejection.status == 400
-    assert rejection.message == "bad field"
-    assert attempts == 1
+    assert (letter.stage, letter.error_class, letter.status) == ("api", "api_rejected", 400)
+    assert letter.api_message == "bad field"
+    assert (letter.mapping, letter.attempts) == ("m", 1)
 
 
 AUTH = AuthSettings(
@@ -224,8 +224,9 @@ def test_persistent_403_halts() -> None:
         return httpx.Response(403, json={"message": "forbidden"})
 
     sender, _, _ = make_sender(handler, AUTH)
-    with pytest.raises(HaltError, match="403"):
-        sender.deliver(batch(1))
+    result = sender.deliver(batch(1))
+    assert "403" in (result.halt or "")
+    assert len(result.unfinished) == 1
 
 
 def test_wrong_client_secret_halts() -> None:
@@ -233,8 +234,7 @@ def test_wrong_client_secret_halts() -> None:
         return httpx.Response(401, json={"error": "invalid_client", "error_description": "bad"})
 
     sender, _, _ = make_sender(handler, AUTH)
-    with pytest.raises(HaltError, match="refused the client credentials"):
-        sender.deliver(batch(1))
+    assert "refused the client credentials" in (sender.deliver(batch(1)).halt or "")
 
 
 def test_token_endpoint_outage_is_transient() -> None:
@@ -251,30 +251,160 @@ def test_token_endpoint_outage_is_transient() -> None:
 @pytest.mark.parametrize("status", [404, 501])
 def test_unknown_inlet_and_501_halt(status: int) -> None:
     sender, _, _ = make_sender(lambda r: httpx.Response(status))
-    with pytest.raises(HaltError, match=str(status)):
-        sender.deliver(batch(1))
+    assert str(status) in (sender.deliver(batch(1)).halt or "")
 
 
-def test_stop_interrupts_a_batch_that_keeps_failing() -> None:
-    stop = threading.Event()
+def test_a_cancelled_ticket_stops_a_batch_that_keeps_failing() -> None:
+    ticket = Ticket()
     calls = {"n": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls["n"] += 1
         if calls["n"] == 5:
-            stop.set()
+            ticket.cancel.set()
         return httpx.Response(503)
 
-    sender, _, _ = make_sender(handler, stop=stop)
-    with pytest.raises(Interrupted):
-        sender.deliver(batch(1))
-    assert calls["n"] == 5
+    sender, _, _ = make_sender(handler)
+    result = sender.deliver(batch(2), ticket)
+    assert calls["n"] == 5  # noticed during the backoff after the fifth attempt
+    assert (result.accepted, result.rejected, result.halt) == ([], [], None)
+    assert len(result.unfinished) == 2
+
+
+def test_a_ticket_cancelled_before_the_first_attempt_sends_nothing() -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        return accept_all(request)
+
+    ticket = Ticket()
+    ticket.cancel.set()
+    sender, _, _ = make_sender(handler)
+    assert len(sender.deliver(batch(1), ticket).unfinished) == 1
+    assert calls["n"] == 0
+
+
+def test_a_deadline_bounds_each_attempt_and_stops_retrying() -> None:
+    clock = Clock()
+    timeouts: list[float | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        timeouts.append(request.extensions["timeout"]["read"])
+        clock.now += 2.0  # each attempt takes two seconds
+        return httpx.Response(503)
+
+    sender, _, _ = make_sender(handler, clock=clock)
+    ticket = Ticket(deadline=clock.now + 5.0)
+    result = sender.deliver(batch(1), ticket)
+    # Five seconds left: the first attempt gets them all, the next the three that remain,
+    # the third the last one; then the deadline has passed and nothing more is tried.
+    assert timeouts == [5.0, 3.0, 1.0]
+    assert len(result.unfinished) == 1
+    assert result.halt is None
+
+
+def test_accepted_halves_of_a_split_batch_are_kept_when_a_later_half_is_interrupted() -> None:
+    ticket = Ticket()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        messages = orjson.loads(request.content)["messages"]
+        if len(messages) > 2:
+            return httpx.Response(413)
+        if messages[0]["n"] >= 2:  # the second half keeps failing until the stop
+            ticket.cancel.set()
+            return httpx.Response(503)
+        return accept_all(request)
+
+    sender, _, _ = make_sender(handler)
+    result = sender.deliver(batch(4), ticket)
+    assert [m.record.offset for m in result.accepted] == [0, 1]
+    assert [m.record.offset for m in result.unfinished] == [2, 3]
+
+
+def test_accepted_halves_of_a_split_batch_are_kept_when_a_later_half_halts() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        messages = orjson.loads(request.content)["messages"]
+        if len(messages) > 2:
+            return httpx.Response(413)
+        if messages[0]["n"] >= 2:
+            return httpx.Response(404)
+        return accept_all(request)
+
+    sender, _, _ = make_sender(handler)
+    result = sender.deliver(batch(4))
+    assert [m.record.offset for m in result.accepted] == [0, 1]
+    assert [m.record.offset for m in result.unfinished] == [2, 3]
+    assert "404" in (result.halt or "")
+
+
+def test_only_207_entries_that_failed_transiently_are_sent_again() -> None:
+    sent: list[list[int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        numbers = [m["n"] for m in orjson.loads(request.content)["messages"]]
+        sent.append(numbers)
+        if len(sent) == 1:
+            entries: list[dict[str, object]] = [
+                {"xactionId": "b:0"},
+                {"status": 429, "message": "slow down"},
+                {"statusCode": 400, "message": "bad"},
+                {"status": 503},
+            ]
+            return httpx.Response(207, json={"responses": entries})
+        return accept_all(request)
+
+    sender, metrics, _ = make_sender(handler)
+    result = sender.deliver(batch(4))
+    assert sent == [[0, 1, 2, 3], [1, 3]]
+    assert sorted(m.record.offset for m in result.accepted) == [0, 1, 3]
+    assert [(m.record.offset, letter.status) for m, letter in result.rejected] == [(2, 400)]
+    assert metrics.retries.labels("partial")._value.get() == 1
+
+
+def test_a_success_without_results_is_retried_then_halts() -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        return httpx.Response(200, text="OK")
+
+    sender, metrics, _ = make_sender(handler, max_unacknowledged=3)
+    result = sender.deliver(batch(2))
+    assert calls["n"] == 3
+    assert result.accepted == []
+    assert len(result.unfinished) == 2
+    assert "base_url" in (result.halt or "")
+    assert metrics.retries.labels("unacknowledged")._value.get() == 2
+
+
+def test_a_failing_token_endpoint_during_renewal_is_retried() -> None:
+    """401 → renew → the identity service answers 503 (then times out): back off and retry."""
+    script = {"api": [401], "ims": [200, 503, "timeout", 200]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ims/token/v3":
+            step = script["ims"].pop(0)
+            if step == "timeout":
+                raise httpx.ReadTimeout("identity service timed out")
+            if step != 200:
+                return httpx.Response(int(step))
+            return httpx.Response(200, json={"access_token": f"t{len(script['ims'])}"})
+        if script["api"]:
+            return httpx.Response(script["api"].pop(0))
+        return accept_all(request)
+
+    sender, metrics, _ = make_sender(handler, AUTH)
+    result: DeliveryResult = sender.deliver(batch(2))
+    assert len(result.accepted) == 2
+    assert result.halt is None
+    assert script == {"api": [], "ims": []}
+    assert metrics.token_renewals.labels("rejected")._value.get() == 1
 
 
 def test_401_without_credentials_halts_saying_so() -> None:
     sender, _, _ = make_sender(lambda r: httpx.Response(401, json={"message": "token required"}))
-    with pytest.raises(HaltError, match="no credentials configured"):
-        sender.deliver(batch(1))
+    assert "no credentials configured" in (sender.deliver(batch(1)).halt or "")
 
 
 def test_retries_are_logged_without_payloads(caplog: pytest.LogCaptureFixture) -> None:

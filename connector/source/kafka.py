@@ -1,0 +1,190 @@
+"""The Kafka edge: librdkafka configuration, the consumer interface the worker relies on,
+and consumed messages turned into SourceRecords.
+
+The worker talks to a `Consumer` (this module's Protocol), which confluent-kafka's consumer
+satisfies; unit tests use an in-memory twin (tests/support/fake_kafka.py) that passes the same
+contract suite as the real broker (tests/source/test_consumer_contract.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, overload
+
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from connector.errors import HaltError
+from connector.logs import get_logger
+from connector.records import SourceRecord
+from connector.settings import Settings
+
+log = get_logger("source")
+
+RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
+
+#: Consumer-only librdkafka properties, left out of the dead-letter producer's configuration.
+_CONSUMER_ONLY = {
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "partition.assignment.strategy",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "max.poll.interval.ms",
+    "queued.max.messages.kbytes",
+}
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    kafka = settings.kafka
+    config: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "group.id": kafka.group_id,
+        "client.id": kafka.client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "auto.offset.reset": kafka.auto_offset_reset,
+        "session.timeout.ms": kafka.session_timeout_ms,
+        "max.poll.interval.ms": kafka.max_poll_interval_ms,
+        # librdkafka prefetches up to 64 MB per consumer by default; keep memory bounded.
+        "queued.max.messages.kbytes": 16_384,
+        # When that queue is full, librdkafka waits this long before fetching again. Its
+        # default, 1 s, is longer than the worker takes to empty 16 MB: the worker sat idle
+        # until the next fetch (see the performance notes in docs/).
+        "fetch.queue.backoff.ms": 20,
+        **kafka.properties,
+        **{k: v.get_secret_value() for k, v in kafka.secret_properties.items()},
+    }
+    return config
+
+
+def producer_config(settings: Settings, client_suffix: str = "dlq") -> dict[str, Any]:
+    """The consumer's connection properties (brokers, TLS, SASL) for a producer."""
+    return {
+        k: v
+        for k, v in consumer_config(settings).items()
+        if k not in _CONSUMER_ONLY and not k.startswith(("fetch.", "group."))
+    } | {"client.id": f"{settings.kafka.client_id}-{client_suffix}"}
+
+
+class Consumer(Protocol):
+    """What the worker uses of a Kafka consumer (confluent_kafka.Consumer's signatures).
+
+    Semantics the worker relies on, checked by the contract suite on the real broker and on
+    the in-memory twin:
+    - rebalance callbacks run inside consume() (and close()), on the caller's thread;
+    - a paused partition yields nothing until resumed; its pause flag survives a revoke and a
+      later assignment of the same partition (so the worker sets it on every assignment);
+    - after seek(), consume() yields the partition from that offset, nothing fetched before;
+    - commit(asynchronous=False) returns the committed offsets; committed() reads them back.
+    """
+
+    def subscribe(
+        self,
+        topics: list[str],
+        on_assign: RebalanceCallback = ...,
+        on_revoke: RebalanceCallback = ...,
+        on_lost: RebalanceCallback = ...,
+    ) -> None: ...
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]: ...
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+    def seek(self, partition: TopicPartition) -> None: ...
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+
+    @overload
+    def commit(
+        self, *, offsets: list[TopicPartition], asynchronous: Literal[True] = ...
+    ) -> None: ...
+
+    @overload
+    def commit(
+        self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
+    ) -> list[TopicPartition]: ...
+
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float = -1
+    ) -> list[TopicPartition]: ...
+
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = -1, cached: bool = False
+    ) -> tuple[int, int]: ...
+
+    def close(self) -> None: ...
+
+
+def source_record(message: Message) -> SourceRecord | None:
+    """The record a consumed message carries, or None for an event that carries none.
+
+    Errors librdkafka reports in a message are translated here: fatal errors and failed
+    authentication halt (the deployment is wrong); the others are logged, since the client
+    retries them itself.
+    """
+    error = message.error()
+    if error is not None:
+        code = error.code()
+        if code == KafkaError._PARTITION_EOF:
+            return None
+        if error.fatal():
+            raise HaltError(f"fatal Kafka error: {error}")
+        if code in (
+            KafkaError._AUTHENTICATION,
+            KafkaError.SASL_AUTHENTICATION_FAILED,
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            KafkaError.GROUP_AUTHORIZATION_FAILED,
+        ):
+            raise HaltError(f"Kafka refused the worker: {error}")
+        log.warning("consumer error", extra={"fields": {"error": str(error)}})
+        return None
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        return None
+    kind, timestamp = message.timestamp()
+    headers = message.headers()
+    return SourceRecord(
+        topic,
+        partition,
+        offset,
+        timestamp if kind else None,
+        message.key(),
+        message.value(),
+        _headers(headers) if headers else (),
+    )
+
+
+def _headers(
+    headers: Sequence[tuple[str, str | bytes | None]] | dict[str, str | bytes | None],
+) -> tuple[tuple[str, bytes | None], ...]:
+    """Kafka headers as (name, bytes) pairs, whatever form the client returned."""
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return tuple((k, v.encode() if isinstance(v, str) else v) for k, v in pairs)
+
+
+def restart_fetching(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Make the client fetch resumed partitions now.
+
+    librdkafka notices a resumed partition only when its broker thread next wakes up: data
+    came back a whole second after the pause, however short. Seeking each partition to where
+    the worker left off wakes that thread at once; the position is the same, so no record is
+    skipped or read twice.
+    """
+    for tp in consumer.position(partitions):
+        if tp.offset < 0:  # nothing consumed from it yet: its first fetch is on its way
+            continue
+        try:
+            consumer.seek(tp)
+        except KafkaException as exc:  # e.g. not being fetched yet; it starts by itself
+            log.debug("seek after resume failed", extra={"fields": {"error": str(exc)}})
+
+
+def anchored(pattern: str) -> str:
+    """librdkafka subscribes to a regex only when the name starts with '^'."""
+    return pattern if pattern.startswith("^") else "^" + pattern
