@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
-from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connector.mapping.errors import ExpressionError, SourceError
+from connector.mapping.limits import bounded_cache
 from connector.mapping.values import is_number, type_name
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +57,10 @@ DEFAULT_PATTERNS = (
     "dd.MMM.yyyy",
     "dd-MMM-yyyy",
 )
+
+#: Longer strings are not dates: parsing gives up at once (patterns with several unbounded
+#: fields, such as names, could otherwise backtrack quadratically on a hostile value).
+MAX_DATE_CHARS = 256
 
 _Token = tuple[str, int] | str  # (pattern letter, repeat count) or literal text
 
@@ -247,6 +251,8 @@ class DatePattern:
 
     def parse(self, text: str) -> datetime | None:
         """The date in `text`, or None when it does not match the pattern or is not a date."""
+        if len(text) > MAX_DATE_CHARS:  # no date is this long; bounds the regex's work
+            return None
         match = self._regex.fullmatch(text)
         if match is None:
             return None
@@ -305,7 +311,7 @@ def _month_number(name: str) -> int:
     raise ValueError(name)  # unreachable: the regex only admits month names
 
 
-@lru_cache(maxsize=256)
+@bounded_cache(maxsize=256)
 def pattern(text: str) -> DatePattern:
     """A compiled pattern (cached); raises SourceError for an unsupported pattern."""
     return DatePattern(text)
@@ -368,7 +374,7 @@ def to_datetime(value: object, what: str) -> datetime:
 _OFFSET = re.compile(r"(?:GMT|UTC)?([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?")
 
 
-@lru_cache(maxsize=512)
+@bounded_cache(maxsize=512)
 def _zone_or_none(name: str) -> tzinfo | None:
     if name in ("Z", "z", "UTC", "GMT", "UT", "Etc/UTC"):
         return UTC
