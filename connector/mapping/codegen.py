@@ -262,11 +262,15 @@ class ExpressionGenerator:
     """Generates the expressions of one mapping entry; `depth` is its destination's `[*]`
     count (the loop variables e1..e<depth> are in scope)."""
 
-    def __init__(self, namespace: Namespace, temps: Callable[[], str], depth: int = 0) -> None:
+    def __init__(
+        self, namespace: Namespace, source: Source, depth: int = 0, hoist: bool = False
+    ) -> None:
         self.ns = namespace
         self.runtime = namespace.runtime
-        self.temp = temps
+        self.src = source
+        self.temp = source.temp
         self.depth = depth
+        self.hoist = hoist  # record reads become variables at the start of their frame
         self.problems: list[SourceError] = []
         self.notices: list[str] = []  # e.g. literal regexes that RE2 cannot run
         self.star_refs: list[list[tuple[str | int, ...]]] = []  # split_stars() of [*] paths
@@ -275,6 +279,14 @@ class ExpressionGenerator:
 
     def problem(self, node: Node, message: str) -> None:
         self.problems.append(SourceError(message, node.line, node.column))
+
+    def bind(self, code: Code) -> tuple[str, str]:
+        """(first use, later uses) of a value read more than once: a variable as it is,
+        anything else through a walrus temporary."""
+        if code.text.isidentifier():
+            return code.text, code.text
+        temp = self.temp()
+        return f"({temp} := {code.text})", temp
 
     def expression(self, node: Node) -> Code:
         if isinstance(node, Literal):
@@ -300,7 +312,29 @@ class ExpressionGenerator:
     # --- field paths ------------------------------------------------------------------------
 
     def read(self, base: str, steps: tuple[str | int, ...], base_is_dict: bool = False) -> str:
-        """Plain steps read from `base` as one conditional with one fallback (None)."""
+        """Plain steps read from `base`: a variable defined once per frame when hoisting
+        (reads are pure), else one conditional with one fallback (None)."""
+        if not steps:
+            return base
+        if self.hoist and (base == "root" or base.startswith("e")):
+            return self.hoisted(base, steps)
+        return self.inline_read(base, steps, base_is_dict)
+
+    def hoisted(self, base: str, steps: tuple[str | int, ...]) -> str:
+        level = 0 if base == "root" else int(base[1:])
+        known = self.src.read_var(base, steps, level)
+        if known is not None:
+            return known
+        if len(steps) == 1:
+            text = self.inline_read(base, steps, base_is_dict=base == "root")
+        else:
+            parent = self.hoisted(base, steps[:-1])
+            text = self.inline_read(parent, steps[-1:])
+        return self.src.define_read(base, steps, level, text)
+
+    def inline_read(
+        self, base: str, steps: tuple[str | int, ...], base_is_dict: bool = False
+    ) -> str:
         if not steps:
             return base
         conditions: list[str] = []
@@ -440,23 +474,43 @@ class ExpressionGenerator:
                 return Code(f"[{', '.join(v.text for v in values)}]", "list", nonnull=True)
             return None
         if name in _HASHES and len(args) == 1:
-            digest = self.ns.add("hash_", getattr(hashlib, name))
-            temp = self.temp()
-            if args[0].is_str:
-                fallback = "None" if not args[0].nonnull else ""
-                if fallback:
-                    return Code(
-                        f"(None if ({temp} := {args[0].text}) is None "
-                        f"else {digest}({temp}.encode()).hexdigest())",
-                        "str",
-                    )
+            digest = f"hashlib_{name}"
+            self.ns.values[digest] = getattr(hashlib, name)
+            if args[0].is_str and args[0].nonnull:
                 return Code(f"{digest}({args[0].text}.encode()).hexdigest()", "str", nonnull=True)
+            first, then = self.bind(args[0])
+            if args[0].is_str:
+                hexdigest = f"{digest}({then}.encode()).hexdigest()"
+                return Code(f"(None if {first} is None else {hexdigest})", "str")
             return Code(
-                f"({digest}({temp}.encode()).hexdigest() if ({temp} := {args[0].text}).__class__ "
-                f"is str else {self.ns.function(spec)}({temp}))",
+                f"({digest}({then}.encode()).hexdigest() if {first}.__class__ is str "
+                f"else {self.ns.function(spec)}({then}))",
                 "str",
             )
+        if name == "concat" and all(a.literal or a.text.isidentifier() for a in args):
+            return self.concat(spec, args)
+        if name == "is_empty" and args[0].text.isidentifier():
+            value = args[0].text
+            return Code(
+                f"({value} is None or isinstance({value}, (str, list, dict)) and not {value})",
+                "bool",
+                nonnull=True,
+            )
         return None
+
+    def concat(self, spec: FunctionSpec, args: list[Code]) -> Code:
+        """concat() of strings as `+` (the usual case), else the library function; the
+        length limit is the same either way."""
+        names = [a.text for a in args if not a.literal]
+        literal = sum(len(str(a.value)) for a in args if a.literal and a.kind == "str")
+        checks = " and ".join(f"{n}.__class__ is str" for n in names if not n.startswith("("))
+        if not names or any(a.literal and a.kind != "str" for a in args):
+            return Code(f"{self.ns.function(spec)}({', '.join(a.text for a in args)})", "str")
+        size = " + ".join(f"len({n})" for n in names)
+        cap = self.runtime.limits.max_string_length - literal
+        joined = " + ".join(a.text for a in args)
+        call = f"{self.ns.function(spec)}({', '.join(a.text for a in args)})"
+        return Code(f"({joined} if {checks} and {size} <= {cap} else {call})", "str")
 
     def fold(self, node: Call, spec: FunctionSpec) -> Code:
         """A call with only literal arguments is computed once, here; if it can only fail,
@@ -509,7 +563,7 @@ class ExpressionGenerator:
         rest = [self.expression(arg) for arg in node.args[1:]]
         cases, values = rest[0::2][: len(rest) // 2], rest[1::2]
         default = rest[-1] if len(rest) % 2 else Code("None", "null", literal=True)
-        temp = self.temp()
+        first_use, temp = self.bind(key)
         literal_keys = all(c.literal and c.kind == "str" for c in cases)
         if literal_keys and all(v.literal or v.kind == "null" for v in [*values, default]):
             table: dict[object, object] = {}
@@ -518,7 +572,7 @@ class ExpressionGenerator:
             fallback = f"{self.ns.add('decode', _decode_fallback(table, default.value))}({temp})"
             text = (
                 f"({self.ns.add('table', table)}.get({temp}, {default.text}) "
-                f"if ({temp} := {key.text}).__class__ is str else {fallback})"
+                f"if {first_use}.__class__ is str else {fallback})"
             )
             result = Code(text)
             kinds = {v.kind for v in [*values, default]} - {"null"}
@@ -528,7 +582,7 @@ class ExpressionGenerator:
         branches: list[str] = []
         first = True
         for case, value in zip(cases, values, strict=True):
-            subject = f"({temp} := {key.text})" if first else temp
+            subject = first_use if first else temp
             first = False
             branches.append(f"{value.text} if equal({subject}, {case.text}) else ")
         if first:  # no pairs: only the key (evaluated) and the default
@@ -589,12 +643,12 @@ class ExpressionGenerator:
         if right.literal and right.kind == "str" and not left.literal:
             if left.is_str and left.nonnull:
                 return f"({left.text} == {right.text})"
-            temp = self.temp()
+            first, then = self.bind(left)
             if left.is_str:
-                return f"(({temp} := {left.text}) is not None and {temp} == {right.text})"
+                return f"({first} is not None and {then} == {right.text})"
             return (
-                f"({temp} == {right.text} if ({temp} := {left.text}).__class__ is str "
-                f"else equal({temp}, {right.text}))"
+                f"({then} == {right.text} if {first}.__class__ is str "
+                f"else equal({then}, {right.text}))"
             )
         return f"equal({left.text}, {right.text})"
 
@@ -696,15 +750,44 @@ def _unknown_function(name: str) -> str:
 
 
 @dataclass(slots=True)
+class _Frame:
+    """The function's top or one loop's body: record reads hoisted to its start (`prelude`),
+    then its statements."""
+
+    base: int  # the indentation of the frame's first statements (and of its prelude)
+    indent: int = 0
+    prelude: list[str] = field(default_factory=list)
+    body: list[str] = field(default_factory=list)
+    reads: dict[tuple[str, tuple[str | int, ...]], str] = field(default_factory=dict)
+
+
 class Source:
-    """The lines of one generated function, with indentation and fresh temporary names."""
+    """The lines of one generated function: indentation, fresh names, and record reads
+    hoisted to the start of the function or loop body where their base is known."""
 
-    lines: list[str] = field(default_factory=list)
-    indent: int = 1
-    _counters: dict[str, int] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.frames = [_Frame(base=1, indent=1)]
+        self._counters: dict[str, int] = {}
+        self._names: set[str] = set()
 
-    def line(self, text: str) -> None:
-        self.lines.append("    " * self.indent + text)
+    @property
+    def indent(self) -> int:
+        return self.frames[-1].indent
+
+    def line(self, text: str, extra: int = 0) -> None:
+        self.frames[-1].body.append("    " * (self.indent + extra) + text)
+
+    def open_loop(self, header: str) -> None:
+        self.line(header)
+        self.frames.append(_Frame(base=self.indent + 1, indent=self.indent + 1))
+
+    def close_loop(self) -> None:
+        frame = self.frames.pop()
+        self.frames[-1].body.extend(frame.prelude + frame.body)
+
+    def lines(self) -> list[str]:
+        assert len(self.frames) == 1
+        return self.frames[0].prelude + self.frames[0].body
 
     def fresh(self, prefix: str) -> str:
         count = self._counters.get(prefix, 0) + 1
@@ -713,6 +796,34 @@ class Source:
 
     def temp(self) -> str:
         return self.fresh("t")
+
+    def read_var(self, base: str, steps: tuple[str | int, ...], level: int) -> str | None:
+        """The variable holding `base` read along `steps`, defined once at the start of the
+        frame of `level` (0: the function, n: the n-th loop); the caller writes its value."""
+        frame = self.frames[level] if level < len(self.frames) else None
+        if frame is None:
+            return None
+        return frame.reads.get((base, steps))
+
+    def define_read(self, base: str, steps: tuple[str | int, ...], level: int, text: str) -> str:
+        frame = self.frames[level]
+        name = _read_name(base, steps)
+        while name in self._names:
+            name = f"{_read_name(base, steps)}_{self.fresh('_')[1:]}"
+        self._names.add(name)
+        frame.reads[(base, steps)] = name
+        frame.prelude.append("    " * frame.base + f"{name} = {text}")
+        return name
+
+
+def _read_name(base: str, steps: tuple[str | int, ...]) -> str:
+    """A readable variable name for a record path: `f_device_viewport_h`, `e1_sku`."""
+    parts = [
+        "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in str(step))
+        for step in steps
+    ]
+    name = "_".join(part.strip("_") or "x" for part in parts)[:40]
+    return ("f_" if base == "root" else f"{base}_") + name
 
 
 def compile_source(source: str, namespace: dict[str, object], name: str) -> Callable[..., object]:

@@ -71,7 +71,7 @@ class ExpressionCompiler:
     def compile(self, node: Node) -> Eval:
         namespace = Namespace(self.runtime)
         src = Source()
-        generator = ExpressionGenerator(namespace, src.temp, self.depth)
+        generator = ExpressionGenerator(namespace, src, self.depth)
         code = generator.expression(node)
         self.problems.extend(generator.problems)
         self.notices.extend(generator.notices)

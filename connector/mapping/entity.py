@@ -272,10 +272,11 @@ class _Writer:
         preamble = ["    root = ctx.root", "    meta = ctx.meta"]
         if self.uses_deadline:
             preamble.append("    deadline = ctx.deadline")
-        return "\n".join([*head, "def map_record(ctx):", *preamble, *self.src.lines, ""])
+        lines = self.src.lines()
+        return "\n".join([*head, "def map_record(ctx):", *preamble, *lines, ""])
 
     def expressions(self, depth: int) -> ExpressionGenerator:
-        return ExpressionGenerator(self.ns, self.src.temp, depth)
+        return ExpressionGenerator(self.ns, self.src, depth, hoist=True)
 
     def budget_check(self, where: str) -> None:
         self.uses_deadline = True
@@ -378,7 +379,7 @@ class _Writer:
         src.line(f"# {comment(node.prefix)}[*]: one element per element of the source array")
         src.line(f"{items} = {generator.read(base, prefix[-1], base_is_dict=level == 1)}")
         src.line(f"if isinstance({items}, list) and {items}:")
-        src.indent += 1
+        src.frames[-1].indent += 1
         common = ""
         if shared:  # fields that are the same for every element: evaluated once
             common = src.fresh("common")
@@ -387,8 +388,7 @@ class _Writer:
                 self.leaf(item, _store(common, key), level - 1)
         array = src.fresh("a")
         src.line(f"{array} = []")
-        src.line(f"for e{level} in {items}:")
-        src.indent += 1
+        src.open_loop(f"for e{level} in {items}:")
         self.budget_check(f"{node.prefix}[*]")
         append = f"{array}.append"
         if common:
@@ -396,10 +396,10 @@ class _Writer:
             self.object(element_node, lambda value: f"{append}({value})", level, shared=common)
         else:
             self.node(element_node, lambda value: f"{append}({value})", level)
-        src.indent -= 1
+        src.close_loop()
         src.line(f"if {array}:")
         src.line(f"    {attach(array)}")
-        src.indent -= 1
+        src.frames[-1].indent -= 1
 
     def leaf(self, item: Field, attach: Callable[[str], str], level: int) -> None:
         src = self.src
