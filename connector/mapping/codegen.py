@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from connector.mapping import paths, regexes, useragent
+from connector.mapping import dates, paths, regexes, useragent
 from connector.mapping.errors import ExpressionError, MappingFailure, SourceError
 from connector.mapping.functions import FUNCTION_NAMES, FUNCTIONS, FunctionSpec, Runtime
 from connector.mapping.limits import MappingLimits
@@ -487,6 +487,16 @@ class ExpressionGenerator:
                 f"else {self.ns.function(spec)}({then}))",
                 "str",
             )
+        if name in ("format", "dformat", "date") and len(args) > 1 and args[1].is_str:
+            pattern = args[1].value
+            if args[1].literal and isinstance(pattern, str):  # prepared once, here
+                try:
+                    prepared = self.ns.add("pattern", dates.pattern(pattern))
+                except SourceError:
+                    return None  # already reported by the literal check
+                rest = ", ".join(a.text for a in [args[0], Code(prepared), *args[2:]])
+                kind, nonnull = _returns(spec)
+                return Code(f"{self.ns.function(spec)}({rest})", kind, nonnull=nonnull)
         if name == "concat" and all(a.literal or a.text.isidentifier() for a in args):
             return self.concat(spec, args)
         if name == "is_empty" and args[0].text.isidentifier():

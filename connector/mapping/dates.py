@@ -183,6 +183,43 @@ def _formatter(letter: str, count: int) -> Callable[[datetime], str]:
     return pad(simple[letter])
 
 
+#: Pattern letters written inline by the compiled formatter: (letter, count) → expression on d.
+def _inline(letter: str, count: int) -> str | None:
+    if letter in "yu" and count != 2:
+        return f"f'{{d.year:0{count}d}}'"
+    numeric = {"M": "d.month", "L": "d.month", "d": "d.day", "H": "d.hour", "m": "d.minute"}
+    numeric["s"] = "d.second"
+    if letter in numeric and (letter not in "ML" or count <= 2):
+        return f"f'{{{numeric[letter]}:0{count}d}}'"
+    if letter == "S" and count <= 6:
+        return f"f'{{d.microsecond // {10 ** (6 - count)}:0{count}d}}'"
+    return None
+
+
+def _compiled_formatter(
+    tokens: list[_Token], formatters: list[Callable[[datetime], str] | str]
+) -> Callable[[datetime], str]:
+    """One generated function for the whole pattern: literal text through repr(), common
+    numeric letters as format specs, the others as calls of their prepared formatter."""
+    namespace: dict[str, object] = {}
+    parts: list[str] = []
+    for index, (token, formatter) in enumerate(zip(tokens, formatters, strict=True)):
+        if isinstance(token, str):
+            parts.append(repr(token))
+            continue
+        inline = _inline(*token)
+        if inline is None:
+            namespace[f"part{index}"] = formatter
+            inline = f"part{index}(d)"
+        parts.append(inline)
+    body = " + ".join(parts) if parts else "''"
+    code = compile(f"def format_date(d):\n    return {body}\n", "<date pattern>", "exec")
+    exec(code, namespace)  # noqa: S102 - generated from the tokenized pattern only
+    function = namespace["format_date"]
+    assert callable(function)
+    return function  # type: ignore[no-any-return]
+
+
 def _zone_name(value: datetime) -> str:
     zone = value.tzinfo
     if isinstance(zone, ZoneInfo):
@@ -225,29 +262,30 @@ def _parser_regex(letter: str, count: int) -> str:
 class DatePattern:
     """A compiled Java DateTimeFormatter pattern, for formatting and for parsing."""
 
-    __slots__ = ("_fields", "_formatters", "_regex", "pattern")
+    __slots__ = ("_fields", "_format", "_regex", "pattern")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
         tokens = _tokenize(pattern)
-        self._formatters: list[Callable[[datetime], str] | str] = []
+        formatters: list[Callable[[datetime], str] | str] = []
         regex: list[str] = []
         self._fields: list[tuple[str, int]] = []
         for token in tokens:
             if isinstance(token, str):
-                self._formatters.append(token)
+                formatters.append(token)
                 regex.append(re.escape(token))
             else:
                 letter, count = token
-                self._formatters.append(_formatter(letter, count))
+                formatters.append(_formatter(letter, count))
                 regex.append(f"({_parser_regex(letter, count)})")
                 self._fields.append(token)
         self._regex = re.compile("".join(regex))
+        self._format = _compiled_formatter(tokens, formatters)
 
     def format(self, value: datetime) -> str:
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return "".join(part if isinstance(part, str) else part(value) for part in self._formatters)
+        return self._format(value)
 
     def parse(self, text: str) -> datetime | None:
         """The date in `text`, or None when it does not match the pattern or is not a date."""

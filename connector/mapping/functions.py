@@ -532,11 +532,18 @@ def timestamp(runtime: Runtime) -> object:
     return runtime.now_ms()
 
 
+def _pattern(pattern: object, what: str) -> dates.DatePattern:
+    """A date pattern: prepared at load time for a literal (the generated code passes the
+    DatePattern itself), else compiled (and cached) from the text."""
+    if pattern.__class__ is dates.DatePattern:
+        return pattern  # type: ignore[return-value]
+    return dates.checked_pattern(_text(pattern, what))
+
+
 def format_date(value: object, pattern: object) -> object:
     if value is None:
         return None
-    parsed = dates.checked_pattern(_text(pattern, "format"))
-    return parsed.format(dates.to_datetime(value, "format"))
+    return _pattern(pattern, "format").format(dates.to_datetime(value, "format"))
 
 
 def dformat(value: object, pattern: object) -> object:
@@ -545,7 +552,7 @@ def dformat(value: object, pattern: object) -> object:
     if not is_number(value):
         raise ExpressionError(f"dformat: expected epoch milliseconds, got {type_name(value)}")
     assert isinstance(value, (int, float))
-    return dates.checked_pattern(_text(pattern, "dformat")).format(dates.from_epoch_ms(value))
+    return _pattern(pattern, "dformat").format(dates.from_epoch_ms(value))
 
 
 def date(value: object, pattern: object = None, default: object = _ABSENT) -> object:
@@ -564,7 +571,7 @@ def date(value: object, pattern: object = None, default: object = _ABSENT) -> ob
         if pattern is None:
             parsed = dates.parse_default(value)
         else:
-            parsed = dates.checked_pattern(_text(pattern, "date")).parse(value)
+            parsed = _pattern(pattern, "date").parse(value)
     else:
         parsed = dates.to_datetime(value, "date")
     if parsed is not None:
