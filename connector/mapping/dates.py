@@ -217,7 +217,7 @@ def _compiled_formatter(
     exec(code, namespace)  # noqa: S102 - generated from the tokenized pattern only
     function = namespace["format_date"]
     assert callable(function)
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def _zone_name(value: datetime) -> str:

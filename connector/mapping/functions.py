@@ -536,7 +536,7 @@ def _pattern(pattern: object, what: str) -> dates.DatePattern:
     """A date pattern: prepared at load time for a literal (the generated code passes the
     DatePattern itself), else compiled (and cached) from the text."""
     if pattern.__class__ is dates.DatePattern:
-        return pattern  # type: ignore[return-value]
+        return pattern
     return dates.checked_pattern(_text(pattern, what))
 
 
