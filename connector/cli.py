@@ -117,12 +117,20 @@ def check_mappings_or_exit(settings: Settings) -> None:
 @click.argument("mapping_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.argument("input_file", type=click.File("rb"), default="-", required=False)
 @click.option("--entity-only", is_flag=True, help="Print only the XDM entity of each record.")
+@click.option(
+    "--explain", is_flag=True, help="Print the Python source the mapping compiles to, and exit."
+)
 @config_option
 def map_records(
-    mapping_file: Path, input_file: BinaryIO, entity_only: bool, config_file: Path | None
+    mapping_file: Path,
+    input_file: BinaryIO,
+    entity_only: bool,
+    explain: bool,
+    config_file: Path | None,
 ) -> None:
     """Map records (JSON lines from INPUT_FILE, or stdin) with MAPPING_FILE and print one
-    envelope per line (only the entity with --entity-only).
+    envelope per line (only the entity with --entity-only). With --explain, print the
+    generated Python function the mapping runs as, and exit.
 
     Kafka metadata is simulated: _kafka.topic is the mapping's first topic, partition 0, the
     offset the line number - 1, no key, headers or timestamp. Bad lines and field warnings are
@@ -142,12 +150,17 @@ def map_records(
     settings = load_or_exit(config_file)
     defaults = TargetDefaults(settings.platform.connection_id, settings.platform.ims_org_id)
     try:
-        mapping = load_mapping_file(mapping_file, defaults)
+        mapping = load_mapping_file(mapping_file, defaults, limits=settings.mapping.limits())
     except MappingLoadError as exc:
         click.echo(f"invalid mapping ({len(exc.problems)} problem(s)):", err=True)
         for problem in exc.problems:
             click.echo(f"  - {problem}", err=True)
         sys.exit(EXIT_CONFIG)
+    for notice in mapping.notices:
+        click.echo(f"notice: {notice}", err=True)
+    if explain:
+        click.echo(mapping.source, nl=False)
+        return
     topic = mapping.source_topics[0] if mapping.source_topics else ""
     out = sys.stdout.buffer
     failed = 0
@@ -172,10 +185,16 @@ def map_records(
         if result.entity is None:
             click.echo(f"line {number}: skipped by the filter", err=True)
             continue
-        if entity_only:
-            out.write(orjson.dumps(result.entity) + b"\n")
-        else:
-            out.write(mapping.envelope(result.entity, time.time_ns() // 1_000_000) + b"\n")
+        try:
+            if entity_only:
+                encoded = orjson.dumps(result.entity)
+            else:
+                encoded = mapping.envelope(result.entity, time.time_ns() // 1_000_000)
+        except (orjson.JSONEncodeError, TypeError, ValueError) as exc:
+            click.echo(f"line {number}: the entity cannot be encoded: {exc}", err=True)
+            failed += 1
+            continue
+        out.write(encoded + b"\n")
     out.flush()
     if failed:
         click.echo(f"{failed} line(s) failed", err=True)

@@ -25,7 +25,7 @@ def load_worker_mappings(settings: Settings) -> list[CompiledMapping]:
     """
     platform = settings.platform
     defaults = TargetDefaults(platform.connection_id, platform.ims_org_id)
-    mappings = load_mappings(settings.mappings_dir, defaults)
+    mappings = load_mappings(settings.mappings_dir, defaults, limits=settings.mapping.limits())
     problems = [
         f"{m.path}: no target.connectionId and platform.connection_id is not set"
         for m in mappings

@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -25,6 +25,9 @@ from pydantic_settings import (
     SettingsError,
     YamlConfigSettingsSource,
 )
+
+if TYPE_CHECKING:
+    from connector.mapping.limits import MappingLimits
 
 ENV_PREFIX = "AEP_CONNECTOR_"
 ENV_NESTED_DELIMITER = "__"
@@ -277,6 +280,32 @@ class OpsSettings(_Section):
     )
 
 
+class MappingSettings(_Section):
+    """Limits of mapping evaluation: what one record may cost (see mappings/README.md)."""
+
+    evaluation_budget_ms: float = Field(
+        default=500.0,
+        gt=0,
+        description="Time one record's mapping may take; past it the record is dead-lettered "
+        "(map/too_slow).",
+    )
+    max_string_length: int = Field(
+        default=1_048_576, ge=1, description="Longest string a mapping function or + may build."
+    )
+    regex_fallback_max_input: int = Field(
+        default=16_384,
+        ge=1,
+        description="Longest input for a regex that RE2 cannot run (backtracking fallback).",
+    )
+
+    def limits(self) -> MappingLimits:
+        from connector.mapping.limits import MappingLimits  # the mapping package is heavy
+
+        return MappingLimits(
+            self.evaluation_budget_ms, self.max_string_length, self.regex_fallback_max_input
+        )
+
+
 class Settings(BaseSettings):
     """The worker's configuration. See the module docstring for where values come from."""
 
@@ -293,6 +322,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
     mappings_dir: Path = Field(default=Path("mappings"), description="Mapping files directory.")
+    mapping: MappingSettings = Field(default_factory=MappingSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
 
     @classmethod

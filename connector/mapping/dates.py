@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
-from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connector.mapping.errors import ExpressionError, SourceError
+from connector.mapping.limits import bounded_cache
 from connector.mapping.values import is_number, type_name
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -57,6 +57,10 @@ DEFAULT_PATTERNS = (
     "dd.MMM.yyyy",
     "dd-MMM-yyyy",
 )
+
+#: Longer strings are not dates: parsing gives up at once (patterns with several unbounded
+#: fields, such as names, could otherwise backtrack quadratically on a hostile value).
+MAX_DATE_CHARS = 256
 
 _Token = tuple[str, int] | str  # (pattern letter, repeat count) or literal text
 
@@ -179,6 +183,43 @@ def _formatter(letter: str, count: int) -> Callable[[datetime], str]:
     return pad(simple[letter])
 
 
+#: Pattern letters written inline by the compiled formatter: (letter, count) → expression on d.
+def _inline(letter: str, count: int) -> str | None:
+    if letter in "yu" and count != 2:
+        return f"f'{{d.year:0{count}d}}'"
+    numeric = {"M": "d.month", "L": "d.month", "d": "d.day", "H": "d.hour", "m": "d.minute"}
+    numeric["s"] = "d.second"
+    if letter in numeric and (letter not in "ML" or count <= 2):
+        return f"f'{{{numeric[letter]}:0{count}d}}'"
+    if letter == "S" and count <= 6:
+        return f"f'{{d.microsecond // {10 ** (6 - count)}:0{count}d}}'"
+    return None
+
+
+def _compiled_formatter(
+    tokens: list[_Token], formatters: list[Callable[[datetime], str] | str]
+) -> Callable[[datetime], str]:
+    """One generated function for the whole pattern: literal text through repr(), common
+    numeric letters as format specs, the others as calls of their prepared formatter."""
+    namespace: dict[str, object] = {}
+    parts: list[str] = []
+    for index, (token, formatter) in enumerate(zip(tokens, formatters, strict=True)):
+        if isinstance(token, str):
+            parts.append(repr(token))
+            continue
+        inline = _inline(*token)
+        if inline is None:
+            namespace[f"part{index}"] = formatter
+            inline = f"part{index}(d)"
+        parts.append(inline)
+    body = " + ".join(parts) if parts else "''"
+    code = compile(f"def format_date(d):\n    return {body}\n", "<date pattern>", "exec")
+    exec(code, namespace)  # noqa: S102 - generated from the tokenized pattern only
+    function = namespace["format_date"]
+    assert callable(function)
+    return function
+
+
 def _zone_name(value: datetime) -> str:
     zone = value.tzinfo
     if isinstance(zone, ZoneInfo):
@@ -221,32 +262,35 @@ def _parser_regex(letter: str, count: int) -> str:
 class DatePattern:
     """A compiled Java DateTimeFormatter pattern, for formatting and for parsing."""
 
-    __slots__ = ("_fields", "_formatters", "_regex", "pattern")
+    __slots__ = ("_fields", "_format", "_regex", "pattern")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
         tokens = _tokenize(pattern)
-        self._formatters: list[Callable[[datetime], str] | str] = []
+        formatters: list[Callable[[datetime], str] | str] = []
         regex: list[str] = []
         self._fields: list[tuple[str, int]] = []
         for token in tokens:
             if isinstance(token, str):
-                self._formatters.append(token)
+                formatters.append(token)
                 regex.append(re.escape(token))
             else:
                 letter, count = token
-                self._formatters.append(_formatter(letter, count))
+                formatters.append(_formatter(letter, count))
                 regex.append(f"({_parser_regex(letter, count)})")
                 self._fields.append(token)
         self._regex = re.compile("".join(regex))
+        self._format = _compiled_formatter(tokens, formatters)
 
     def format(self, value: datetime) -> str:
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return "".join(part if isinstance(part, str) else part(value) for part in self._formatters)
+        return self._format(value)
 
     def parse(self, text: str) -> datetime | None:
         """The date in `text`, or None when it does not match the pattern or is not a date."""
+        if len(text) > MAX_DATE_CHARS:  # no date is this long; bounds the regex's work
+            return None
         match = self._regex.fullmatch(text)
         if match is None:
             return None
@@ -305,7 +349,7 @@ def _month_number(name: str) -> int:
     raise ValueError(name)  # unreachable: the regex only admits month names
 
 
-@lru_cache(maxsize=256)
+@bounded_cache(maxsize=256)
 def pattern(text: str) -> DatePattern:
     """A compiled pattern (cached); raises SourceError for an unsupported pattern."""
     return DatePattern(text)
@@ -368,7 +412,7 @@ def to_datetime(value: object, what: str) -> datetime:
 _OFFSET = re.compile(r"(?:GMT|UTC)?([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2}))?")
 
 
-@lru_cache(maxsize=512)
+@bounded_cache(maxsize=512)
 def _zone_or_none(name: str) -> tzinfo | None:
     if name in ("Z", "z", "UTC", "GMT", "UT", "Etc/UTC"):
         return UTC

@@ -1,10 +1,12 @@
-"""Destination paths → one builder closure for the whole XDM entity.
+"""Destination paths → the generated Python function that builds the whole XDM entity.
 
 All destinations of a mapping are merged into a tree (objects, `[n]` arrays, `[*]` arrays,
-leaves) at load time; conflicts between destinations are found there. At run time each
-object node builds a dict of its children's values and returns None when nothing is left, so
-no null and no empty object or array ever reaches the output, and no intermediate object is
-created for fields that turn out missing.
+leaves) at load time; conflicts between destinations are found there. The tree is then
+written out as one function: each field is evaluated where its value is stored, each object
+is a dict filled by statements and attached to its parent only when it is not empty, chains
+of single-child objects are one literal, and each `[*]` array is one loop. So no null and no
+empty object or array ever reaches the output, and no intermediate object is created for
+fields that turn out missing.
 
 A `[*]` destination array iterates a source array: all entries under it must read the same
 source `[*]` path (entries that read none, e.g. STATIC values, are repeated per element).
@@ -16,20 +18,46 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connector.mapping import paths
-from connector.mapping.compiler import Ctx, Eval, StarSegments
+from connector.mapping.codegen import (
+    ExpressionGenerator,
+    Namespace,
+    Source,
+    comment,
+    compile_source,
+    describe,
+)
+from connector.mapping.errors import MappingFailure, SourceError, too_slow
+from connector.mapping.functions import Runtime
+from connector.mapping.nodes import Node
 from connector.mapping.values import clean
 
-Builder = Callable[[Ctx], object]
+StarSegments = list[tuple[str | int, ...]]
+Builder = Callable[..., object]
+
+#: What the generated function returns for a record the filter skipped.
+SKIPPED = object()
+
+#: Kinds of value that need no clean-up before they are written (see values.clean).
+_CLEAN_KINDS = frozenset(["str", "bool", "int"])
+#: What each declared type's conversion returns, when no clean-up is needed after it.
+_CONVERTED_KINDS = {"boolean": "bool", "string": "str", "date-time": "str", "date": "str"}
+
+_NO_STATIC = object()
 
 
 @dataclass(slots=True)
 class Field:
-    """One mapping entry, compiled: where it writes and how its value is computed."""
+    """One mapping entry, checked: where it writes and what computes its value (an expression
+    node, or a STATIC value converted and cleaned at load)."""
 
     label: str  # how problems name the entry, e.g. "mappings[3] (line 27)"
     destination: paths.Path
-    evaluate: Eval
+    runtime: Runtime
+    node: Node | None = None
+    static: object = _NO_STATIC
+    source_text: str = ""  # the entry's source, for the generated comment
     star_refs: list[StarSegments] = field(default_factory=list)
+    type_name: str | None = None
     convert: Callable[[object], object] | None = None
     # The same value for every element of a [*] array (no [*] read, no uuid()).
     invariant: bool = False
@@ -65,7 +93,14 @@ _Node = _Leaf | _Object | _Indexed | _Each
 
 
 def build_entity(fields: list[Field]) -> tuple[Builder, list[str]]:
-    """The entity builder and the problems found (each starting with the entry's label)."""
+    """The entity builder `(ctx) -> entity or None` and the problems found (each starting
+    with the entry's label)."""
+    program = generate("entity", fields, None, fields[0].runtime if fields else Runtime())
+    return program.function, program.problems
+
+
+def entity_tree(fields: list[Field]) -> tuple[_Object, list[str]]:
+    """All destinations merged into one tree, and the conflicts found."""
     root = _Object()
     problems: list[str] = []
     owners: dict[str, Field] = {}  # destination prefix → the first field that created it
@@ -73,8 +108,7 @@ def build_entity(fields: list[Field]) -> tuple[Builder, list[str]]:
         problem = _insert(root, item, owners)
         if problem:
             problems.append(f"{item.label}: {problem}")
-    builder = _compile_object(root, 0, problems)
-    return builder, problems
+    return root, problems
 
 
 def _insert(root: _Object, item: Field, owners: dict[str, Field]) -> str | None:
@@ -150,157 +184,265 @@ def _set_child(node: _Node, step: paths.Step, child: _Node) -> None:
         node.children[step] = child
 
 
-# --- run-time closures ---------------------------------------------------------------------
+# --- the generated function ------------------------------------------------------------------
 
 
-def _compile(node: _Node, level: int, problems: list[str]) -> Builder:
-    if isinstance(node, _Leaf):
-        return _leaf(node.field)
-    if isinstance(node, _Object):
-        return _compile_object(node, level, problems)
-    if isinstance(node, _Indexed):
-        return _compile_indexed(node, level, problems)
-    return _compile_each(node, level + 1, problems)
+@dataclass(slots=True)
+class Program:
+    """A mapping's generated function, its source (for `map --explain`) and what generating
+    it found: problems (the mapping is invalid) and notices (worth telling the user)."""
+
+    function: Builder
+    source: str
+    problems: list[str]
+    notices: list[str]
 
 
-def _compile_object(node: _Object, level: int, problems: list[str]) -> Builder:
-    if len(node.children) == 1:
-        return _compile_chain(node, level, problems)
-    # Leaves are evaluated right here rather than through a closure of their own: a call per
-    # field is a large share of the time per record, and a try block costs nothing until
-    # something raises. A child that is a container has no destination text.
-    children: list[tuple[str, Builder, Callable[[object], object] | None, str | None]] = []
-    for key, child in node.children.items():
-        if isinstance(child, _Leaf):
-            item = child.field
-            children.append((key, item.evaluate, item.convert, item.destination_text))
-        else:
-            children.append((key, _compile(child, level, problems), None, None))
+@dataclass(slots=True)
+class FilterSpec:
+    """The mapping's filter expression, parsed."""
 
-    def build_object(ctx: Ctx) -> object:
-        out: dict[str, object] = {}
-        for key, evaluate, convert, destination in children:
-            try:
-                value = evaluate(ctx)
-                if value is None:
-                    continue
-                if destination is not None:
-                    if convert is not None:
-                        value = convert(value)
-                    if value.__class__ is not str:
-                        value = clean(value)
-                        if value is None:
-                            continue
-            except Exception as exc:
-                if destination is None:  # a nested builder's MappingFailure (strict mode)
-                    raise
-                ctx.field_error(destination, exc)
-                continue
-            out[key] = value
-        return out or None
-
-    return build_object
+    node: Node
+    text: str
+    where: str  # how problems name it, e.g. "filter (line 16)"
 
 
-def _compile_chain(node: _Object, level: int, problems: list[str]) -> Builder:
-    """`a.b.c.d` with one child at each step: one closure that wraps the innermost value."""
-    keys: list[str] = []
-    current: _Node = node
-    while isinstance(current, _Object) and len(current.children) == 1:
-        ((key, current),) = current.children.items()
-        keys.append(key)
-    keys.reverse()
-    if isinstance(current, _Leaf):
-        return _chain_leaf(keys, current.field)
-    inner = _compile(current, level, problems)
-    if len(keys) == 1:
-        (only,) = keys
-        return lambda ctx: None if (value := inner(ctx)) is None else {only: value}
-
-    def build_chain(ctx: Ctx) -> object:
-        value = inner(ctx)
-        if value is None:
-            return None
-        for key in keys:
-            value = {key: value}
-        return value
-
-    return build_chain
-
-
-def _chain_leaf(keys: list[str], item: Field) -> Builder:
-    """A chain ending in a computed field (`commerce.productViews.value`): the field's
-    evaluation and the wrapping in one closure."""
-    evaluate, convert, destination = item.evaluate, item.convert, item.destination_text
-
-    def build_chain_leaf(ctx: Ctx) -> object:
+def generate(name: str, fields: list[Field], keep: FilterSpec | None, runtime: Runtime) -> Program:
+    """Generate and compile the function `map_record(ctx)`: the filter (returns SKIPPED
+    when it is false), then the entity (None when no field has a value)."""
+    writer = _Writer(runtime)
+    root, problems = entity_tree(fields)
+    writer.problems.extend(problems)
+    if keep is not None:
+        writer.filter(keep)
+    writer.root(root)
+    source = writer.source(name)
+    function: Builder = _nothing
+    if not writer.problems:
         try:
-            value = evaluate(ctx)
-            if value is None:
-                return None
-            if convert is not None:
-                value = convert(value)
-            if value.__class__ is not str:
-                value = clean(value)
-                if value is None:
-                    return None
-        except Exception as exc:  # any failure of one field is that field's warning
-            ctx.field_error(destination, exc)
-            return None
-        for key in keys:
-            value = {key: value}
-        return value
-
-    return build_chain_leaf
+            function = compile_source(source, writer.ns.values, "map_record")
+        except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
+            writer.problems.append(f"the mapping is too large to compile ({type(exc).__name__})")
+    return Program(function, source, writer.problems, writer.notices)
 
 
-def _compile_indexed(node: _Indexed, level: int, problems: list[str]) -> Builder:
-    children = tuple(_compile(node.children[i], level, problems) for i in sorted(node.children))
-
-    def build_indexed(ctx: Ctx) -> object:
-        out = [value for value in (child(ctx) for child in children) if value is not None]
-        return out or None
-
-    return build_indexed
+def _nothing(ctx: object) -> object:
+    return None
 
 
-def _compile_each(node: _Each, level: int, problems: list[str]) -> Builder:
-    """An array built element by element from the source array that level `level` iterates."""
-    assert node.element is not None
-    element_node, shared = _split_invariant(node.element)
-    element = _compile(element_node, level, problems)
-    shared_leaves = [(key, _leaf(item)) for key, item in shared]
-    prefix = _iteration(node, level, problems)
-    if prefix is None:
-        return lambda ctx: None
-    read = paths.getter(prefix[-1])
-    outer_level = level - 2
+def _filter_failure(exc: Exception) -> MappingFailure:
+    if isinstance(exc, MappingFailure):
+        return exc
+    return MappingFailure(f"filter: {describe(exc)}")
 
-    def build_each(ctx: Ctx) -> object:
-        items = read(ctx.root if outer_level < 0 else ctx.bound[outer_level])
-        if not isinstance(items, list) or not items:
-            return None
-        common: dict[str, object] = {}
-        for key, leaf in shared_leaves:  # fields that are the same for every element
-            value = leaf(ctx)
-            if value is not None:
-                common[key] = value
-        outer = ctx.bound
-        out: list[object] = []
-        for item in items:
-            ctx.bound = (*outer, item) if outer else (item,)
-            value = element(ctx)
-            if common:
-                if value is None:
-                    value = common.copy()
-                else:
-                    value.update(common)  # type: ignore[attr-defined]
-            if value is not None:
-                out.append(value)
-        ctx.bound = outer  # a MappingFailure skips this, but then the Ctx is dropped anyway
-        return out or None
 
-    return build_each
+class _Writer:
+    """Writes one mapping's function: statements for the entity tree, expressions from
+    ExpressionGenerator for the fields."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.ns = Namespace(runtime)
+        self.ns.values.update(
+            {
+                "clean": clean,
+                "too_slow": too_slow,
+                "clock": runtime.clock,
+                "SKIPPED": SKIPPED,
+                "filter_failure": _filter_failure,
+            }
+        )
+        self.src = Source()
+        self.problems: list[str] = []
+        self.notices: list[str] = []
+        self.uses_deadline = False
+
+    def source(self, name: str) -> str:
+        head = [
+            f"# The generated function of mapping {comment(name)} (aep-connector map --explain).",
+            "# root: the record; meta: its Kafka metadata; ctx.field_error() records a field's",
+            "# warning (or fails the record in strict mode).",
+        ]
+        prepared = [
+            f"#   {key} = {comment(_short(repr(value)))}"
+            for key, value in self.ns.values.items()
+            if key[:1].isupper() or key.startswith(("table", "K"))
+        ]
+        if prepared:
+            head += ["# Prepared constants:", *prepared]
+        preamble = ["    root = ctx.root", "    meta = ctx.meta"]
+        if self.uses_deadline:
+            preamble.append("    deadline = ctx.deadline")
+        lines = self.src.lines()
+        return "\n".join([*head, "def map_record(ctx):", *preamble, *lines, ""])
+
+    def expressions(self, depth: int) -> ExpressionGenerator:
+        return ExpressionGenerator(self.ns, self.src, depth, hoist=True)
+
+    def budget_check(self, where: str) -> None:
+        self.uses_deadline = True
+        self.src.line("if clock() > deadline:")
+        self.src.line(f"    raise too_slow({where!r})")
+
+    def report(self, where: str, generator: ExpressionGenerator) -> None:
+        self.problems.extend(
+            f"{where}: {p.message} (line {p.line}, column {p.column})" for p in generator.problems
+        )
+        self.notices.extend(f"{where}: {notice}" for notice in generator.notices)
+
+    # --- the filter -------------------------------------------------------------------------
+
+    def filter(self, keep: FilterSpec) -> None:
+        generator = self.expressions(0)
+        code = generator.expression(keep.node)
+        self.report(keep.where, generator)
+        src = self.src
+        src.line(f"# filter: {comment(keep.text)}")
+        if generator.heavy:
+            self.budget_check("filter")
+        src.line("try:")
+        src.line(f"    keep = {generator.condition(code)}")
+        src.line("except Exception as exc:")
+        src.line("    raise filter_failure(exc) from exc")
+        src.line("if not keep:")
+        src.line("    return SKIPPED")
+
+    # --- the entity tree --------------------------------------------------------------------
+
+    def root(self, root: _Object) -> None:
+        var = self.object(root, None, 0)
+        self.src.line(f"return {var} or None")
+
+    def node(self, node: _Node, attach: Callable[[str], str], level: int) -> None:
+        if isinstance(node, _Leaf):
+            self.leaf(node.field, attach, level)
+        elif isinstance(node, _Object):
+            if len(node.children) == 1:
+                self.chain(node, attach, level)
+            else:
+                self.object(node, attach, level)
+        elif isinstance(node, _Indexed):
+            self.indexed(node, attach, level)
+        else:
+            self.each(node, attach, level + 1)
+
+    def object(
+        self, node: _Object, attach: Callable[[str], str] | None, level: int, shared: str = ""
+    ) -> str:
+        var = self.src.fresh("o")
+        self.src.line(f"{var} = {{}}")
+        for key, child in node.children.items():
+            self.node(child, _store(var, key), level)
+        if shared:
+            self.src.line(f"{var}.update({shared})")
+        if attach is not None:
+            self.src.line(f"if {var}:")
+            self.src.line(f"    {attach(var)}")
+        return var
+
+    def chain(self, node: _Object, attach: Callable[[str], str], level: int) -> None:
+        """`a.b.c` with one child at each step: the innermost value wrapped in one literal."""
+        keys: list[str] = []
+        current: _Node = node
+        while isinstance(current, _Object) and len(current.children) == 1:
+            ((key, current),) = current.children.items()
+            keys.append(key)
+
+        def wrap(value: str) -> str:
+            for key in reversed(keys):
+                value = f"{{{key!r}: {value}}}"
+            return attach(value)
+
+        if isinstance(current, _Object):
+            self.object(current, wrap, level)
+        else:
+            self.node(current, wrap, level)
+
+    def indexed(self, node: _Indexed, attach: Callable[[str], str], level: int) -> None:
+        var = self.src.fresh("a")
+        self.src.line(f"{var} = []")
+        for index in sorted(node.children):
+            self.node(node.children[index], lambda value: f"{var}.append({value})", level)
+        self.src.line(f"if {var}:")
+        self.src.line(f"    {attach(var)}")
+
+    def each(self, node: _Each, attach: Callable[[str], str], level: int) -> None:
+        """An array built element by element from the source array the level-th loop reads."""
+        assert node.element is not None
+        prefix = _iteration(node, level, self.problems)
+        if prefix is None:
+            return
+        src = self.src
+        element_node, shared = _split_invariant(node.element)
+        generator = self.expressions(level - 1)
+        base = "root" if level == 1 else f"e{level - 1}"
+        items = src.fresh("items")
+        src.line(f"# {comment(node.prefix)}[*]: one element per element of the source array")
+        src.line(f"{items} = {generator.read(base, prefix[-1], base_is_dict=level == 1)}")
+        src.line(f"if isinstance({items}, list) and {items}:")
+        src.frames[-1].indent += 1
+        common = ""
+        if shared:  # fields that are the same for every element: evaluated once
+            common = src.fresh("common")
+            src.line(f"{common} = {{}}")
+            for key, item in shared:
+                self.leaf(item, _store(common, key), level - 1)
+        array = src.fresh("a")
+        src.line(f"{array} = []")
+        src.open_loop(f"for e{level} in {items}:")
+        self.budget_check(f"{node.prefix}[*]")
+        append = f"{array}.append"
+        if common:
+            assert isinstance(element_node, _Object)
+            self.object(element_node, lambda value: f"{append}({value})", level, shared=common)
+        else:
+            self.node(element_node, lambda value: f"{append}({value})", level)
+        src.close_loop()
+        src.line(f"if {array}:")
+        src.line(f"    {attach(array)}")
+        src.frames[-1].indent -= 1
+
+    def leaf(self, item: Field, attach: Callable[[str], str], level: int) -> None:
+        src = self.src
+        destination = item.destination_text
+        src.line(f"# {comment(item.label)}: {comment(destination)} = {comment(item.source_text)}")
+        if item.static is not _NO_STATIC:
+            src.line(attach(self.ns.literal(item.static)))
+            return
+        assert item.node is not None
+        generator = self.expressions(level)
+        code = generator.expression(item.node)
+        self.report(item.label, generator)
+        if generator.heavy:
+            self.budget_check(destination)
+        src.line("try:")
+        src.line(f"    v = {code.text}")
+        kind = code.kind
+        if item.convert is not None:
+            assert item.type_name is not None
+            convert = "as_" + item.type_name.replace("-", "_")
+            self.ns.values[convert] = item.convert
+            src.line("    if v is not None:")
+            src.line(f"        v = {convert}(v)")
+            kind = _CONVERTED_KINDS.get(item.type_name, "any")
+            if kind not in _CLEAN_KINDS:
+                src.line("        if v.__class__ is not str:")
+                src.line("            v = clean(v)")
+        elif kind not in _CLEAN_KINDS:
+            src.line("    if v is not None and v.__class__ is not str:")
+            src.line("        v = clean(v)")
+        src.line("except Exception as exc:")
+        src.line(f"    v = ctx.field_error({destination!r}, exc)")
+        src.line("if v is not None:")
+        src.line(f"    {attach('v')}")
+
+
+def _store(var: str, key: str) -> Callable[[str], str]:
+    """The statement storing a value under `key` of the dict `var`."""
+    return lambda value: f"{var}[{key!r}] = {value}"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _split_invariant(element: _Node) -> tuple[_Node, list[tuple[str, Field]]]:
@@ -357,34 +499,4 @@ def _star_text(segments: StarSegments) -> str:
     return paths.format_path(tuple(steps))
 
 
-def _leaf(item: Field) -> Builder:
-    evaluate, convert, destination = item.evaluate, item.convert, item.destination_text
-    if convert is None:
-
-        def build_plain_leaf(ctx: Ctx) -> object:
-            try:
-                value = evaluate(ctx)
-                if value.__class__ is str or value is None:
-                    return value
-                return clean(value)
-            except Exception as exc:  # any failure of one field is that field's warning
-                ctx.field_error(destination, exc)
-                return None
-
-        return build_plain_leaf
-
-    def build_leaf(ctx: Ctx) -> object:
-        try:
-            value = evaluate(ctx)
-            if value is None:
-                return None
-            if convert is not None:
-                value = convert(value)
-            if value.__class__ is str:
-                return value
-            return clean(value)
-        except Exception as exc:  # any failure of one field is that field's warning
-            ctx.field_error(destination, exc)
-            return None
-
-    return build_leaf
+__all__ = ["SKIPPED", "Builder", "Field", "FilterSpec", "Program", "SourceError", "generate"]

@@ -30,7 +30,21 @@ class ExpressionError(Exception):
 
 class MappingFailure(Exception):
     """The record cannot be mapped: a field failed in strict mode, the filter failed, the value
-    is not an object, or nothing at all was produced. The message names the destination."""
+    is not an object, nothing at all was produced, or the evaluation ran past its budget.
+    The message names the destination; `reason` is a short fixed code (the dead-letter error
+    class): "mapping_failure", or "too_slow" for the evaluation budget."""
+
+    def __init__(self, message: str, reason: str = "mapping_failure") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: MappingFailure.reason of a record whose evaluation ran past the budget.
+TOO_SLOW = "too_slow"
+
+
+def too_slow(where: str) -> MappingFailure:
+    return MappingFailure(f"{where}: the evaluation budget for one record is spent", TOO_SLOW)
 
 
 class MappingLoadError(Exception):

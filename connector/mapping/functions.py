@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import partial
 from typing import Final
 from urllib.parse import quote_plus, unquote_plus, urlsplit
 
@@ -29,11 +29,11 @@ import orjson
 
 from connector.mapping import dates
 from connector.mapping.errors import ExpressionError
+from connector.mapping.limits import MappingLimits, bounded_cache
+from connector.mapping.regexes import Pattern, compile_pattern
 from connector.mapping.useragent import agent_info
 from connector.mapping.values import compare, is_number, to_text, type_name
 
-#: Longest string lpad/rpad will build (a record is at most 1 MB anyway).
-MAX_PAD_LENGTH = 1_048_576
 _JAVA_BLANKS = "".join(chr(code) for code in range(33))  # what Java's String.trim() removes
 _ABSENT: Final = object()  # an optional argument that was not written
 
@@ -48,11 +48,14 @@ def _random_uuid() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """The non-deterministic inputs of `now()`, `timestamp()`, `uuid()` and `guid()`;
-    tests inject fixed ones."""
+    """What evaluation depends on besides the record: the non-deterministic inputs of `now()`,
+    `timestamp()`, `uuid()` and `guid()`, the clock of the evaluation budget (seconds) and the
+    limits. Tests inject fixed ones."""
 
     now_ms: Callable[[], int] = _system_now_ms
     new_uuid: Callable[[], str] = _random_uuid
+    clock: Callable[[], float] = time.perf_counter
+    limits: MappingLimits = field(default_factory=MappingLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,14 @@ class FunctionSpec:
     max_args: int | None
     pairs_from: int | None = None  # arguments from this index come as (key, value) pairs
     uses_runtime: bool = False  # impl takes the Runtime as its first argument
+    uses_limits: bool = False  # impl takes the MappingLimits as its first argument
     literal_checks: dict[int, Callable[[object], object]] = field(default_factory=dict)
+    # What the code generator knows of the result: "str", "bool", "int", "datetime", "list",
+    # "dict" or "any"; a trailing "!" means never null.
+    returns: str = "any"
+    # Cost grows with the input beyond a C-speed pass (regexes, splitting, parsing): the
+    # generated code checks the evaluation budget before a field that calls it.
+    heavy: bool = False
 
     def arity_problem(self, count: int) -> str | None:
         """Why `count` arguments are wrong for this function, or None."""
@@ -84,7 +94,11 @@ class FunctionSpec:
 
     def bind(self, runtime: Runtime) -> Callable[..., object]:
         assert self.impl is not None
-        return partial(self.impl, runtime) if self.uses_runtime else self.impl
+        if self.uses_runtime:
+            return partial(self.impl, runtime)
+        if self.uses_limits:
+            return partial(self.impl, runtime.limits)
+        return self.impl
 
 
 # --- argument helpers --------------------------------------------------------------------
@@ -113,20 +127,24 @@ def _int(value: object, what: str) -> int:
     raise ExpressionError(f"{what}: expected an integer, got {type_name(value)}")
 
 
-@lru_cache(maxsize=512)
-def _compile_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _regex(pattern: object, what: str) -> re.Pattern[str]:
+def _regex(limits: MappingLimits, pattern: object, what: str) -> Pattern:
     text = _text(pattern, what)
     try:
-        return _compile_regex(text)
-    except re.error as exc:
-        raise ExpressionError(f"{what}: bad regular expression: {exc}") from None
+        return compile_pattern(text, limits)
+    except ExpressionError as exc:
+        raise ExpressionError(f"{what}: {exc}") from None
 
 
-@lru_cache(maxsize=64)
+def _capped(limits: MappingLimits, length: int, what: str) -> None:
+    """Refuse to build a string longer than the limit (checked before building it)."""
+    if length > limits.max_string_length:
+        raise ExpressionError(
+            f"{what}: the result would be {length} characters long, over the limit of "
+            f"{limits.max_string_length}"
+        )
+
+
+@bounded_cache(maxsize=64)
 def _codec(name: str) -> str | None:
     try:
         return codecs.lookup(name).name
@@ -161,23 +179,30 @@ def _object(value: object, what: str) -> dict[str, object]:
 # --- string ------------------------------------------------------------------------------
 
 
-def concat(*args: object) -> object:
+def concat(limits: MappingLimits, *args: object) -> object:
     parts: list[str] = []
+    size = 0
     for arg in args:
         if arg.__class__ is str:
             parts.append(arg)
+            size += len(arg)
         elif arg is not None:
-            parts.append(_text(arg, "concat"))
-    return "".join(parts) if parts else None
+            text = _text(arg, "concat")
+            parts.append(text)
+            size += len(text)
+    if not parts:
+        return None
+    _capped(limits, size, "concat")
+    return "".join(parts)
 
 
-def explode(value: object, pattern: object = ",") -> object:
+def explode(limits: MappingLimits, value: object, pattern: object = ",") -> object:
     if value is None:
         return None
-    return _java_split(_regex(pattern, "explode"), _text(value, "explode"))
+    return _java_split(_regex(limits, pattern, "explode"), _text(value, "explode"))
 
 
-def _java_split(regex: re.Pattern[str], text: str) -> list[str]:
+def _java_split(regex: Pattern, text: str) -> list[str]:
     """Java's String.split: no leading empty part from a zero-width match, no trailing empties."""
     if text == "":
         return [""]
@@ -210,13 +235,18 @@ def instr(value: object, sub: object, start: object = 0, occurrence: object = 1)
     return position
 
 
-def replacestr(value: object, find: object, replacement: object) -> object:
+def replacestr(limits: MappingLimits, value: object, find: object, replacement: object) -> object:
     if value is None:
         return None
+    text = _text(value, "replacestr")
     if find is None:
-        return _text(value, "replacestr")
+        return text
     repl = "" if replacement is None else _text(replacement, "replacestr")
-    return _text(value, "replacestr").replace(_text(find, "replacestr"), repl)
+    needle = _text(find, "replacestr")
+    if len(repl) > len(needle):  # the result can grow: know its length before building it
+        count = text.count(needle) if needle else len(text) + 1
+        _capped(limits, len(text) + count * (len(repl) - len(needle)), "replacestr")
+    return text.replace(needle, repl)
 
 
 def substr(value: object, start: object, length: object = _ABSENT) -> object:
@@ -241,7 +271,7 @@ def upper(value: object) -> object:
     return None if value is None else _text(value, "upper").upper()
 
 
-@lru_cache(maxsize=128)
+@bounded_cache(maxsize=128)
 def _char_class(separators: str) -> re.Pattern[str]:
     return re.compile("[" + re.escape(separators) + "]")
 
@@ -258,23 +288,25 @@ def split(value: object, separators: object = None) -> object:
     return [piece for piece in pieces if piece]
 
 
-def join(separator: object, *values: object) -> object:
+def join(limits: MappingLimits, separator: object, *values: object) -> object:
     """Join the values (arrays are joined element by element); nulls are skipped."""
     sep = "" if separator is None else _text(separator, "join")
     parts: list[str] = []
     for value in values:
         items = value if isinstance(value, list) else [value]
         parts.extend(_text(item, "join") for item in items if item is not None)
+    size = sum(map(len, parts)) + len(sep) * max(len(parts) - 1, 0)
+    _capped(limits, size, "join")
     return sep.join(parts)
 
 
-def _pad(value: object, size: object, padding: object, left: bool) -> object:
+def _pad(limits: MappingLimits, value: object, size: object, padding: object, left: bool) -> object:
     if value is None:
         return None
     text = _text(value, "lpad" if left else "rpad")
     target = _int(size, "pad length")
-    if target > MAX_PAD_LENGTH:
-        raise ExpressionError(f"pad length is over {MAX_PAD_LENGTH}")
+    if target > limits.max_string_length:
+        raise ExpressionError(f"pad length is over {limits.max_string_length}")
     fill = " " if padding is None or padding == "" else _text(padding, "pad")
     missing = target - len(text)
     if missing <= 0:
@@ -283,12 +315,12 @@ def _pad(value: object, size: object, padding: object, left: bool) -> object:
     return pad + text if left else text + pad
 
 
-def lpad(value: object, size: object, padding: object = " ") -> object:
-    return _pad(value, size, padding, left=True)
+def lpad(limits: MappingLimits, value: object, size: object, padding: object = " ") -> object:
+    return _pad(limits, value, size, padding, left=True)
 
 
-def rpad(value: object, size: object, padding: object = " ") -> object:
-    return _pad(value, size, padding, left=False)
+def rpad(limits: MappingLimits, value: object, size: object, padding: object = " ") -> object:
+    return _pad(limits, value, size, padding, left=False)
 
 
 def left(value: object, size: object) -> object:
@@ -321,21 +353,22 @@ def trim(value: object) -> object:
 # --- regex -------------------------------------------------------------------------------
 
 
-def extract_regex(value: object, pattern: object) -> object:
+def extract_regex(limits: MappingLimits, value: object, pattern: object) -> object:
     """The first match anywhere in the string: [whole match, group 1, ...]; null if none."""
     if value is None:
         return None
-    match = _regex(pattern, "extract_regex").search(_text(value, "extract_regex"))
+    match = _regex(limits, pattern, "extract_regex").search(_text(value, "extract_regex"))
     if match is None:
         return None
     return [match.group(0), *match.groups()]
 
 
-def matches_regex(value: object, pattern: object) -> object:
+def matches_regex(limits: MappingLimits, value: object, pattern: object) -> object:
     """Whether the whole string matches (Java's String.matches)."""
     if value is None:
         return None
-    return _regex(pattern, "matches_regex").fullmatch(_text(value, "matches_regex")) is not None
+    compiled = _regex(limits, pattern, "matches_regex")
+    return compiled.fullmatch(_text(value, "matches_regex")) is not None
 
 
 # --- hash --------------------------------------------------------------------------------
@@ -384,7 +417,7 @@ def _url(value: object, what: str) -> tuple[str, str, str, str, str] | None:
     return _split_url(value if value.__class__ is str else _text(value, what))
 
 
-@lru_cache(maxsize=4096)
+@bounded_cache(maxsize=4096)
 def _split_url(text: str) -> tuple[str, str, str, str, str] | None:
     # Page URLs repeat a lot in a stream; the parts are immutable, so a cache is safe.
     try:
@@ -443,7 +476,7 @@ def _query_mode(mode: object) -> str:
     return mode
 
 
-@lru_cache(maxsize=4096)
+@bounded_cache(maxsize=4096)
 def _query_pairs(query: str) -> tuple[tuple[str, str], ...]:
     """parse_qsl(query, keep_blank_values=True), cached (a tuple: callers build their dict)."""
     pairs: list[tuple[str, str]] = []
@@ -499,11 +532,18 @@ def timestamp(runtime: Runtime) -> object:
     return runtime.now_ms()
 
 
+def _pattern(pattern: object, what: str) -> dates.DatePattern:
+    """A date pattern: prepared at load time for a literal (the generated code passes the
+    DatePattern itself), else compiled (and cached) from the text."""
+    if pattern.__class__ is dates.DatePattern:
+        return pattern
+    return dates.checked_pattern(_text(pattern, what))
+
+
 def format_date(value: object, pattern: object) -> object:
     if value is None:
         return None
-    parsed = dates.checked_pattern(_text(pattern, "format"))
-    return parsed.format(dates.to_datetime(value, "format"))
+    return _pattern(pattern, "format").format(dates.to_datetime(value, "format"))
 
 
 def dformat(value: object, pattern: object) -> object:
@@ -512,7 +552,7 @@ def dformat(value: object, pattern: object) -> object:
     if not is_number(value):
         raise ExpressionError(f"dformat: expected epoch milliseconds, got {type_name(value)}")
     assert isinstance(value, (int, float))
-    return dates.checked_pattern(_text(pattern, "dformat")).format(dates.from_epoch_ms(value))
+    return _pattern(pattern, "dformat").format(dates.from_epoch_ms(value))
 
 
 def date(value: object, pattern: object = None, default: object = _ABSENT) -> object:
@@ -531,7 +571,7 @@ def date(value: object, pattern: object = None, default: object = _ABSENT) -> ob
         if pattern is None:
             parsed = dates.parse_default(value)
         else:
-            parsed = dates.checked_pattern(_text(pattern, "date")).parse(value)
+            parsed = _pattern(pattern, "date").parse(value)
     else:
         parsed = dates.to_datetime(value, "date")
     if parsed is not None:
@@ -939,7 +979,7 @@ def _ua(attribute: str) -> Callable[[object], object]:
 
 
 def _check_regex(value: object) -> object:
-    return _regex(value, "regex")
+    return _regex(MappingLimits(), value, "regex")
 
 
 def _check_pattern(value: object) -> object:
@@ -971,50 +1011,74 @@ def _spec(
     *,
     pairs_from: int | None = None,
     runtime: bool = False,
+    limits: bool = False,
     checks: dict[int, Callable[[object], object]] | None = None,
+    returns: str = "any",
+    heavy: bool = False,
 ) -> FunctionSpec:
-    return FunctionSpec(name, impl, low, high, pairs_from, runtime, checks or {})
+    return FunctionSpec(
+        name, impl, low, high, pairs_from, runtime, limits, checks or {}, returns, heavy
+    )
 
 
 def _table() -> dict[str, FunctionSpec]:
+    regex: dict[int, Callable[[object], object]] = {1: _check_regex}
+    pattern: dict[int, Callable[[object], object]] = {1: _check_pattern}
     specs = [
-        _spec("concat", concat, 1, None),
-        _spec("explode", explode, 1, 2, checks={1: _check_regex}),
-        _spec("instr", instr, 2, 4),
-        _spec("replacestr", replacestr, 3, 3),
-        _spec("substr", substr, 2, 3),
-        _spec("lower", lower, 1, 1),
-        _spec("lcase", lower, 1, 1),
-        _spec("upper", upper, 1, 1),
-        _spec("ucase", upper, 1, 1),
-        _spec("split", split, 1, 2),
-        _spec("join", join, 2, None),
-        _spec("lpad", lpad, 2, 3),
-        _spec("rpad", rpad, 2, 3),
-        _spec("left", left, 2, 2),
-        _spec("right", right, 2, 2),
-        _spec("ltrim", ltrim, 1, 1),
-        _spec("rtrim", rtrim, 1, 1),
-        _spec("trim", trim, 1, 1),
-        _spec("extract_regex", extract_regex, 2, 2, checks={1: _check_regex}),
-        _spec("matches_regex", matches_regex, 2, 2, checks={1: _check_regex}),
+        _spec("concat", concat, 1, None, limits=True, returns="str"),
+        _spec("explode", explode, 1, 2, limits=True, checks=regex, returns="list", heavy=True),
+        _spec("instr", instr, 2, 4, returns="int"),
+        _spec("replacestr", replacestr, 3, 3, limits=True, returns="str"),
+        _spec("substr", substr, 2, 3, returns="str"),
+        _spec("lower", lower, 1, 1, returns="str"),
+        _spec("lcase", lower, 1, 1, returns="str"),
+        _spec("upper", upper, 1, 1, returns="str"),
+        _spec("ucase", upper, 1, 1, returns="str"),
+        _spec("split", split, 1, 2, returns="list", heavy=True),
+        _spec("join", join, 2, None, limits=True, returns="str!", heavy=True),
+        _spec("lpad", lpad, 2, 3, limits=True, returns="str"),
+        _spec("rpad", rpad, 2, 3, limits=True, returns="str"),
+        _spec("left", left, 2, 2, returns="str"),
+        _spec("right", right, 2, 2, returns="str"),
+        _spec("ltrim", ltrim, 1, 1, returns="str"),
+        _spec("rtrim", rtrim, 1, 1, returns="str"),
+        _spec("trim", trim, 1, 1, returns="str"),
+        _spec("extract_regex", extract_regex, 2, 2, limits=True, checks=regex, heavy=True),
+        _spec(
+            "matches_regex",
+            matches_regex,
+            2,
+            2,
+            limits=True,
+            checks=regex,
+            returns="bool",
+            heavy=True,
+        ),
         *(
-            _spec(algorithm, _digest(algorithm), 1, 2, checks={1: _charset})
+            _spec(algorithm, _digest(algorithm), 1, 2, checks={1: _charset}, returns="str")
             for algorithm in ("sha1", "sha256", "sha512", "md5")
         ),
-        _spec("crc32", crc32, 1, 2, checks={1: _charset}),
-        _spec("get_url_protocol", get_url_protocol, 1, 1),
-        _spec("get_url_host", get_url_host, 1, 1),
-        _spec("get_url_port", get_url_port, 1, 1),
-        _spec("get_url_path", get_url_path, 1, 2),
-        _spec("get_url_query_str", get_url_query_str, 1, 2, checks={1: _query_mode}),
-        _spec("get_url_encoded", get_url_encoded, 1, 1),
-        _spec("get_url_decoded", get_url_decoded, 1, 1),
-        _spec("now", now, 0, 0, runtime=True),
-        _spec("timestamp", timestamp, 0, 0, runtime=True),
-        _spec("format", format_date, 2, 2, checks={1: _check_pattern}),
-        _spec("dformat", dformat, 2, 2, checks={1: _check_pattern}),
-        _spec("date", date, 1, 3, checks={1: _check_pattern}),
+        _spec("crc32", crc32, 1, 2, checks={1: _charset}, returns="str"),
+        _spec("get_url_protocol", get_url_protocol, 1, 1, returns="str"),
+        _spec("get_url_host", get_url_host, 1, 1, returns="str"),
+        _spec("get_url_port", get_url_port, 1, 1, returns="int"),
+        _spec("get_url_path", get_url_path, 1, 2, returns="str"),
+        _spec(
+            "get_url_query_str",
+            get_url_query_str,
+            1,
+            2,
+            checks={1: _query_mode},
+            returns="dict",
+            heavy=True,
+        ),
+        _spec("get_url_encoded", get_url_encoded, 1, 1, returns="str"),
+        _spec("get_url_decoded", get_url_decoded, 1, 1, returns="str"),
+        _spec("now", now, 0, 0, runtime=True, returns="datetime!"),
+        _spec("timestamp", timestamp, 0, 0, runtime=True, returns="int!"),
+        _spec("format", format_date, 2, 2, checks=pattern, returns="str"),
+        _spec("dformat", dformat, 2, 2, checks=pattern, returns="str"),
+        _spec("date", date, 1, 3, checks=pattern, returns="datetime"),
         _spec("date_part", date_part, 2, 2, checks={0: _check_part(dict(dates.DATE_PARTS))}),
         _spec(
             "set_date_part",
@@ -1022,44 +1086,45 @@ def _table() -> dict[str, FunctionSpec]:
             3,
             3,
             checks={0: _check_part(dict(dates.SETTABLE_PARTS))},
+            returns="datetime",
         ),
         _spec("make_date_time", make_date_time, 3, 8, checks={7: _check_zone}),
-        _spec("zone_date_to_utc", zone_date_to_utc, 1, 1),
+        _spec("zone_date_to_utc", zone_date_to_utc, 1, 1, returns="datetime"),
         _spec("zone_date_to_zone", zone_date_to_zone, 2, 2, checks={1: _check_zone}),
-        _spec("is_empty", is_empty, 1, 1),
-        _spec("contains_key", None, 1, 1),
+        _spec("is_empty", is_empty, 1, 1, returns="bool!"),
+        _spec("contains_key", None, 1, 1, returns="bool!"),
         _spec("nullify", nullify, 0, 0),
-        _spec("to_object", to_object, 2, None, pairs_from=0),
-        _spec("str_to_object", str_to_object, 1, 3),
-        _spec("json_to_object", json_to_object, 1, 1),
-        _spec("arrays_to_object", arrays_to_object, 2, None, pairs_from=0),
-        _spec("get_keys", get_keys, 1, 1),
-        _spec("get_values", get_values, 3, 4),
-        _spec("to_map", to_object, 2, None, pairs_from=0),
+        _spec("to_object", to_object, 2, None, pairs_from=0, returns="dict!"),
+        _spec("str_to_object", str_to_object, 1, 3, returns="dict", heavy=True),
+        _spec("json_to_object", json_to_object, 1, 1, returns="dict", heavy=True),
+        _spec("arrays_to_object", arrays_to_object, 2, None, pairs_from=0, returns="list!"),
+        _spec("get_keys", get_keys, 1, 1, returns="list"),
+        _spec("get_values", get_values, 3, 4, heavy=True),
+        _spec("to_map", to_object, 2, None, pairs_from=0, returns="dict!"),
         _spec("object_to_map", object_to_map, 1, None),
-        _spec("array_to_map", array_to_map, 2, 2),
+        _spec("array_to_map", array_to_map, 2, 2, returns="dict", heavy=True),
         _spec("map_get_values", map_get_values, 2, 2),
-        _spec("map_has_keys", map_has_keys, 2, 2),
-        _spec("add_to_map", add_to_map, 1, None),
+        _spec("map_has_keys", map_has_keys, 2, 2, returns="bool!"),
+        _spec("add_to_map", add_to_map, 1, None, returns="dict!"),
         _spec("coalesce", coalesce, 1, None),
         _spec("first", first, 1, None),
         _spec("last", last, 1, None),
-        _spec("to_array", to_array, 1, None, checks={0: _check_bool}),
-        _spec("add_to_array", add_to_array, 1, None),
-        _spec("join_arrays", join_arrays, 1, None),
-        _spec("size_of", size_of, 1, 1),
+        _spec("to_array", to_array, 1, None, checks={0: _check_bool}, returns="list!"),
+        _spec("add_to_array", add_to_array, 1, None, returns="list!"),
+        _spec("join_arrays", join_arrays, 1, None, returns="list!"),
+        _spec("size_of", size_of, 1, 1, returns="int!"),
         _spec("upsert_array_append", upsert_array, 1, 1),
         _spec("upsert_array_replace", upsert_array, 1, 1),
         _spec("iif", None, 3, 3),
         _spec("decode", None, 3, None),
         _spec("min", min_value, 1, None),
         _spec("max", max_value, 1, None),
-        _spec("to_integer", to_integer, 1, 1),
-        _spec("to_bigint", to_bigint, 1, 1),
+        _spec("to_integer", to_integer, 1, 1, returns="int"),
+        _spec("to_bigint", to_bigint, 1, 1, returns="int"),
         _spec("to_float", to_float, 1, 1),
         _spec("to_decimal", to_decimal, 1, 1),
-        _spec("uuid", new_uuid, 0, 0, runtime=True),
-        _spec("guid", new_uuid, 0, 0, runtime=True),
+        _spec("uuid", new_uuid, 0, 0, runtime=True, returns="str!"),
+        _spec("guid", new_uuid, 0, 0, runtime=True, returns="str!"),
     ]
     for name in (
         "os_name",
@@ -1071,7 +1136,7 @@ def _table() -> dict[str, FunctionSpec]:
         "agent_version_major",
         "device_class",
     ):
-        specs.append(_spec(f"ua_{name}", _ua(name), 1, 1))
+        specs.append(_spec(f"ua_{name}", _ua(name), 1, 1, returns="str", heavy=True))
     return {spec.name: spec for spec in specs}
 
 

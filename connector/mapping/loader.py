@@ -10,15 +10,18 @@ problem, each starting with the file and, for entries, `mappings[i] (line n)`.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from connector.envelope import EnvelopeTarget
-from connector.mapping.entity import Field, build_entity
+from connector.logs import get_logger
+from connector.mapping.entity import Field, FilterSpec, generate
 from connector.mapping.errors import MappingLoadError
 from connector.mapping.functions import Runtime
+from connector.mapping.limits import MappingLimits
 from connector.mapping.mapping import (
     FIELD_TYPES,
     CompiledMapping,
@@ -43,6 +46,8 @@ from connector.mapping.model import (
 
 MAPPING_SUFFIXES = (".yaml", ".yml", ".json")
 
+log = get_logger("mapping")
+
 
 def mapping_files(directory: Path) -> list[Path]:
     """The mapping files of a directory (top level only), in name order."""
@@ -56,10 +61,15 @@ def mapping_files(directory: Path) -> list[Path]:
 
 
 def load_mappings(
-    directory: Path, defaults: TargetDefaults, *, runtime: Runtime | None = None
+    directory: Path,
+    defaults: TargetDefaults,
+    *,
+    runtime: Runtime | None = None,
+    limits: MappingLimits | None = None,
 ) -> list[CompiledMapping]:
     """Compile every mapping file of `directory`; raises MappingLoadError listing every problem
     (including two files with the same name, or reading one topic in different formats).
+    `limits` (settings section `mapping`) replaces the runtime's.
 
     A topic may be listed by several mappings: each of its records is then mapped by all of
     them (for example into an event dataset and a profile dataset)."""
@@ -69,7 +79,7 @@ def load_mappings(
     compiled: list[CompiledMapping] = []
     for path in mapping_files(directory):
         try:
-            compiled.append(load_mapping_file(path, defaults, runtime=runtime))
+            compiled.append(load_mapping_file(path, defaults, runtime=runtime, limits=limits))
         except MappingLoadError as exc:
             problems.extend(exc.problems)
     names: dict[str, CompiledMapping] = {}
@@ -97,10 +107,21 @@ def load_mappings(
 
 
 def load_mapping_file(
-    path: Path, defaults: TargetDefaults, *, runtime: Runtime | None = None
+    path: Path,
+    defaults: TargetDefaults,
+    *,
+    runtime: Runtime | None = None,
+    limits: MappingLimits | None = None,
 ) -> CompiledMapping:
-    """Compile one mapping file; raises MappingLoadError listing every problem in it."""
-    return _FileLoader(path, defaults, runtime or Runtime()).load()
+    """Compile one mapping file; raises MappingLoadError listing every problem in it.
+    Notices (regexes that RE2 cannot run) are logged as warnings and kept on the mapping."""
+    runtime = runtime or Runtime()
+    if limits is not None:
+        runtime = replace(runtime, limits=limits)
+    mapping = _FileLoader(path, defaults, runtime).load()
+    for notice in mapping.notices:
+        log.warning("mapping notice", extra={"fields": {"file": str(path), "notice": notice}})
+    return mapping
 
 
 class _FileLoader:
@@ -150,14 +171,16 @@ class _FileLoader:
                 self.report(problem)
             if compiled is not None:
                 fields.append(compiled)
-        build, tree_problems = build_entity(fields)
-        for problem in tree_problems:
-            self.report(problem)
-        keep = None
+        keep: FilterSpec | None = None
         if isinstance(data.get("filter"), str):
-            keep, filter_problems = compile_filter(data["filter"], self.runtime)
+            where = f"filter{document.line_of_key('filter')}"
+            keep, filter_problems = compile_filter(data["filter"], self.runtime, where)
             for problem in filter_problems:
-                self.report(f"filter{document.line_of_key('filter')}: {problem}")
+                self.report(f"{where}: {problem}")
+        name = (model.name if model is not None else None) or self.path.stem
+        program = generate(name, fields, keep, self.runtime)
+        for problem in program.problems:
+            self.report(problem)
         if model is None or self.problems:
             raise self.fail()
         target = self.target(model, set_schema_ref)
@@ -175,8 +198,10 @@ class _FileLoader:
             strict=model.strict,
             connection_id=model.target.connectionId or self.defaults.connection_id,
             target=target,
-            build=build,
-            keep=keep,
+            build=program.function,
+            runtime=self.runtime,
+            source=program.source,
+            notices=tuple(program.notices),
         )
 
     def target(

@@ -1,8 +1,8 @@
 """A compiled mapping: the object the worker routes records to and calls per record.
 
-`apply` runs the closures built at load time (filter, then the entity builder) and never
-raises anything but MappingFailure, whatever the record holds; `envelope` wraps an entity
-into the Platform message bytes with constant parts encoded once.
+`apply` runs the function generated at load time (filter, then the entity) and never raises
+anything but MappingFailure, whatever the record holds; `envelope` wraps an entity into the
+Platform message bytes with constant parts encoded once.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Literal
 
 from connector.envelope import Envelope, EnvelopeTarget
 from connector.mapping import dates, paths
-from connector.mapping.compiler import Ctx, Eval, ExpressionCompiler, describe
-from connector.mapping.entity import Builder, Field
+from connector.mapping.compiler import Ctx, ExpressionCompiler, describe
+from connector.mapping.entity import SKIPPED, Builder, Field, FilterSpec
 from connector.mapping.errors import MappingFailure, SourceError
 from connector.mapping.functions import FUNCTION_NAMES, Runtime
-from connector.mapping.nodes import Ref
+from connector.mapping.limits import MAX_DESTINATION_STARS, MAX_DESTINATION_STEPS
+from connector.mapping.nodes import Node, Ref
 from connector.mapping.parser import KAFKA, parse_expression
-from connector.mapping.values import DESTINATION_TYPES, clean, rfc3339, truthy, type_name
+from connector.mapping.values import DESTINATION_TYPES, clean, rfc3339, type_name
 from connector.records import RecordMeta
 
 SourceFormat = Literal["json", "avro", "avro-schema"]
@@ -78,7 +79,7 @@ def _position(exc: SourceError) -> str:
 
 
 def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, list[str]]:
-    """Compile one entry; returns the field (None when it has problems) and its problems."""
+    """Check one entry; returns the field (None when it has problems) and its problems."""
     label = entry.label
     problems: list[str] = []
     destination: paths.Path = ()
@@ -92,6 +93,12 @@ def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, lis
         if not isinstance(destination[0], str):
             problems.append(f"{label}: destination {entry.destination!r} must start with a name")
     depth = sum(isinstance(step, paths.Star) for step in destination)
+    if len(destination) > MAX_DESTINATION_STEPS or depth > MAX_DESTINATION_STARS:
+        problems.append(
+            f"{label}: destination has {len(destination)} steps and {depth} [*]; the limits "
+            f"are {MAX_DESTINATION_STEPS} and {MAX_DESTINATION_STARS}"
+        )
+        depth = 0
 
     convert = FIELD_TYPES.get(entry.type) if entry.type is not None else None
     if entry.type is not None and convert is None:
@@ -99,11 +106,15 @@ def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, lis
             f"{label}: unknown type {entry.type!r}; use one of {', '.join(FIELD_TYPES)}"
         )
 
-    evaluate: Eval | None = None
+    node: Node | None = None
     compiler = ExpressionCompiler(runtime, depth)
     if entry.source_type == "STATIC":
-        evaluate, convert = _static(entry, convert, problems)
-    elif not isinstance(entry.source, str) or not entry.source.strip():
+        static = _static(entry, convert, problems)
+        if problems:
+            return None, problems
+        source_text = repr(entry.source)
+        return Field(label, destination, runtime, static=static, source_text=source_text), []
+    if not isinstance(entry.source, str) or not entry.source.strip():
         problems.append(f"{label}: {entry.source_type} needs a non-empty string source")
     elif entry.source_type == "ATTRIBUTE":
         try:
@@ -114,25 +125,35 @@ def compile_field(entry: EntrySpec, runtime: Runtime) -> tuple[Field | None, lis
             )
         else:
             kafka = not escaped and steps[0] == KAFKA
-            evaluate = compiler.compile(Ref(1, 1, steps[1:] if kafka else steps, kafka))
+            node = Ref(1, 1, steps[1:] if kafka else steps, kafka)
     else:
         try:
             node = parse_expression(entry.source, FUNCTION_NAMES)
         except SourceError as exc:
             problems.append(f"{label}: source: syntax error: {exc.message} ({_position(exc)})")
-        else:
-            evaluate = compiler.compile(node)
+    if node is not None:
+        compiler.compile(node)  # finds the problems; the mapping's function is generated later
     problems.extend(f"{label}: source: {p.message} ({_position(p)})" for p in compiler.problems)
-    if problems or evaluate is None:
+    if problems or node is None:
         return None, problems
     invariant = not compiler.star_refs and not compiler.volatile
-    field = Field(label, destination, evaluate, compiler.star_refs, convert, invariant)
+    field = Field(
+        label,
+        destination,
+        runtime,
+        node=node,
+        source_text=str(entry.source),
+        star_refs=compiler.star_refs,
+        type_name=entry.type,
+        convert=convert,
+        invariant=invariant,
+    )
     return field, []
 
 
 def _static(
     entry: EntrySpec, convert: Callable[[object], object] | None, problems: list[str]
-) -> tuple[Eval | None, None]:
+) -> object:
     """A STATIC value is converted and cleaned once, at load time."""
     value = entry.source
     if convert is not None and value is not None:
@@ -140,32 +161,34 @@ def _static(
             value = convert(value)
         except Exception as exc:
             problems.append(f"{entry.label}: static value: {describe(exc)}")
-            return None, None
+            return None
     try:
         value = clean(value)
     except Exception as exc:
         problems.append(f"{entry.label}: static value: {describe(exc)}")
-        return None, None
+        return None
     if value is None:
         problems.append(f"{entry.label}: a STATIC entry needs a value (not null or empty)")
-        return None, None
-    return (lambda ctx: value), None
+    return value
 
 
-def compile_filter(text: str, runtime: Runtime) -> tuple[Eval | None, list[str]]:
-    """The filter expression; problems are returned without a prefix (the caller adds where)."""
+def compile_filter(text: str, runtime: Runtime, where: str) -> tuple[FilterSpec | None, list[str]]:
+    """The filter expression, checked; problems are returned without `where` (the caller
+    adds it)."""
     compiler = ExpressionCompiler(runtime, 0)
     try:
         node = parse_expression(text, FUNCTION_NAMES)
     except SourceError as exc:
         return None, [f"syntax error: {exc.message} ({_position(exc)})"]
-    evaluate = compiler.compile(node)
+    compiler.compile(node)
     problems = [f"{p.message} ({_position(p)})" for p in compiler.problems]
-    return (None if problems else evaluate), problems
+    return (None if problems else FilterSpec(node, text, where)), problems
 
 
 class CompiledMapping:
-    """A mapping file compiled into closures; cheap to call for every record."""
+    """A mapping file compiled into one generated function; cheap to call for every record.
+    `source` is that function's Python source (`aep-connector map --explain`); `notices`
+    are what loading found worth telling (e.g. regexes that RE2 cannot run)."""
 
     def __init__(
         self,
@@ -180,7 +203,9 @@ class CompiledMapping:
         connection_id: str | None,
         target: EnvelopeTarget,
         build: Builder,
-        keep: Eval | None = None,
+        runtime: Runtime,
+        source: str = "",
+        notices: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.path = path
@@ -191,9 +216,12 @@ class CompiledMapping:
         self.strict = strict
         self.connection_id = connection_id
         self.target = target
+        self.source = source
+        self.notices = notices
         self._topics = frozenset(source_topics)
         self._build = build
-        self._keep = keep
+        self._clock = runtime.clock
+        self._budget_s = runtime.limits.budget_s
         self._envelope = Envelope(target)
 
     def __repr__(self) -> str:
@@ -207,24 +235,19 @@ class CompiledMapping:
 
     def apply(self, value: object, meta: RecordMeta) -> MapResult:
         """Map one decoded record. Raises only MappingFailure (strict-mode field error, filter
-        error, a value that is not an object, or an entity with no field at all)."""
+        error, a value that is not an object, an entity with no field at all, or the evaluation
+        budget spent: reason "too_slow")."""
         if not isinstance(value, dict):
             raise MappingFailure(f"the record value is not an object (got {type_name(value)})")
-        ctx = Ctx(value, meta, self.strict)
-        keep = self._keep
-        if keep is not None:
-            try:
-                passed = keep(ctx)
-            except Exception as exc:
-                raise MappingFailure(f"filter: {describe(exc)}") from exc
-            if passed is not True and not truthy(passed):
-                return MapResult(None, ctx.warnings)
+        ctx = Ctx(value, meta, self.strict, self._clock() + self._budget_s)
         try:
-            entity = self._build(ctx)  # the whole entity, built by the closures compiled at load
+            entity = self._build(ctx)  # the function generated at load: filter, then entity
         except MappingFailure:
             raise
         except Exception as exc:  # a defect must still reach the caller as a mapping failure
             raise MappingFailure(f"unexpected {type(exc).__name__} while mapping") from exc
+        if entity is SKIPPED:
+            return MapResult(None, ctx.warnings)
         if not isinstance(entity, dict):
             first = f"; first field error: {ctx.warnings[0]}" if ctx.warnings else ""
             raise MappingFailure(

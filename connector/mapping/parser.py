@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from connector.mapping.errors import SourceError
 from connector.mapping.lexer import Token, tokenize
+from connector.mapping.limits import MAX_EXPRESSION_DEPTH
 from connector.mapping.nodes import (
     ArrayLit,
     Binary,
@@ -101,7 +102,45 @@ def parse_expression(source: str, function_names: frozenset[str]) -> Node:
     end = parser.peek()
     if end.kind != "eof":
         raise _unexpected(end, "an operator or the end of the expression")
+    depth = tree_depth(node)
+    if depth > MAX_EXPRESSION_DEPTH:
+        raise _too_deep(depth, node)
     return node
+
+
+def _too_deep(depth: int | str, node: Node | Token) -> SourceError:
+    return SourceError(
+        f"expression nests {depth} levels deep; the limit is {MAX_EXPRESSION_DEPTH} "
+        "(each operator, call and parenthesis is a level: use concat() or "
+        "intermediate fields for long chains)",
+        node.line,
+        node.column,
+    )
+
+
+def tree_depth(root: Node) -> int:
+    """The height of a syntax tree, found without recursion (trees may be deep)."""
+    deepest = 0
+    stack: list[tuple[Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children(node))
+    return deepest
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Call | ArrayLit):
+        return node.args if isinstance(node, Call) else node.items
+    if isinstance(node, Method):
+        return (node.target, *node.args)
+    if isinstance(node, Member):
+        return (node.target,)
+    return ()
 
 
 def _unexpected(token: Token, wanted: str) -> SourceError:
@@ -114,6 +153,7 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.functions = function_names
+        self.nesting = 0  # recursion depth: deep input is refused before Python's own limit
 
     def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
@@ -130,6 +170,15 @@ class _Parser:
         return self.advance()
 
     def expression(self, min_power: int) -> Node:
+        self.nesting += 1
+        if self.nesting > MAX_EXPRESSION_DEPTH:
+            raise _too_deep(f"more than {MAX_EXPRESSION_DEPTH}", self.peek())
+        try:
+            return self._expression(min_power)
+        finally:
+            self.nesting -= 1
+
+    def _expression(self, min_power: int) -> Node:
         left = self.prefix()
         while True:
             token = self.peek()

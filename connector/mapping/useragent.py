@@ -2,7 +2,9 @@
 ua-parser-builtins package).
 
 User agents repeat a lot in a stream, so each distinct string is parsed once and the eight
-derived values are kept in a bounded LRU cache.
+derived values are kept in a bounded LRU cache. Only the first MAX_USER_AGENT_CHARS characters
+are parsed (real user agents are far shorter), so that a hostile value costs no more than a
+long real one and the cache's size in bytes stays bounded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ua_parser import BasicResolver, Domain, PartialResult, Resolver, load_builtins
+
+from connector.mapping.limits import MAX_USER_AGENT_CHARS
 
 #: Distinct user agents whose derived values are kept.
 CACHE_SIZE = 8192
@@ -90,9 +94,13 @@ def _version(*parts: str | None) -> str | None:
     return ".".join(present) or None
 
 
-@lru_cache(maxsize=CACHE_SIZE)
 def agent_info(ua: str) -> AgentInfo:
-    """Parse one user agent (cached)."""
+    """Parse one user agent (cached; only its first MAX_USER_AGENT_CHARS characters)."""
+    return _agent_info(ua[:MAX_USER_AGENT_CHARS] if len(ua) > MAX_USER_AGENT_CHARS else ua)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _agent_info(ua: str) -> AgentInfo:
     result = _resolve(ua)
     os_name = os_version = os_major = None
     if result.os is not None and result.os.family != "Other":

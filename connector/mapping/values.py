@@ -13,6 +13,7 @@ from decimal import Decimal
 import orjson
 
 from connector.mapping.errors import ExpressionError
+from connector.mapping.limits import MAX_VALUE_DEPTH
 
 #: Strings accepted for a boolean destination (Data Prep's documented words, exactly).
 TRUE_WORDS = frozenset(["y", "yes", "Y", "YES", "on", "ON", "true", "TRUE"])
@@ -100,12 +101,13 @@ def to_text(value: object) -> str:
     raise ExpressionError(f"cannot turn a {type_name(value)} into text")
 
 
-def clean(value: object) -> object:
+def clean(value: object, depth: int = 0) -> object:
     """The value as it may appear in an XDM entity, or None when nothing is left.
 
     Drops nulls and empty objects/arrays at every depth; dates become RFC 3339 text; Avro
     logical types (Decimal, UUID, date, time, bytes) become JSON values. Raises for values
-    that cannot be sent (non-finite numbers, integers beyond 64 bits, unknown types).
+    that cannot be sent (non-finite numbers, integers beyond 64 bits, unknown types, nesting
+    deeper than MAX_VALUE_DEPTH).
     """
     cls = value.__class__
     if cls is str or cls is bool:
@@ -117,25 +119,29 @@ def clean(value: object) -> object:
     if cls is datetime:
         return rfc3339(value)  # type: ignore[arg-type]
     if cls is dict:
+        if depth >= MAX_VALUE_DEPTH:
+            raise ExpressionError(f"the value is nested more than {MAX_VALUE_DEPTH} levels deep")
         out: dict[str, object] = {}
         for key, item in value.items():  # type: ignore[attr-defined]
             kind = item.__class__
             if kind is not str and kind is not bool:  # most values: no call for them
                 if item is None:
                     continue
-                item = clean(item)
+                item = clean(item, depth + 1)
                 if item is None:
                     continue
             out[key if key.__class__ is str else to_text(key)] = item
         return out or None
     if cls is list or cls is tuple:
+        if depth >= MAX_VALUE_DEPTH:
+            raise ExpressionError(f"the value is nested more than {MAX_VALUE_DEPTH} levels deep")
         items: list[object] = []
         for item in value:  # type: ignore[attr-defined]
             kind = item.__class__
             if kind is not str and kind is not bool:
                 if item is None:
                     continue
-                item = clean(item)
+                item = clean(item, depth + 1)
                 if item is None:
                     continue
             items.append(item)
@@ -146,10 +152,10 @@ def clean(value: object) -> object:
         if math.isfinite(value):  # type: ignore[arg-type]
             return value
         raise ExpressionError("number is not finite")
-    return _clean_other(value)
+    return _clean_other(value, depth)
 
 
-def _clean_other(value: object) -> object:
+def _clean_other(value: object, depth: int) -> object:
     if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -171,9 +177,9 @@ def _clean_other(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, dict):
-        return clean(dict(value))
+        return clean(dict(value), depth)
     if isinstance(value, (list, tuple)):
-        return clean(list(value))
+        return clean(list(value), depth)
     raise ExpressionError(f"a {type_name(value)} cannot be written to the output")
 
 

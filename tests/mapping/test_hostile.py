@@ -1,0 +1,212 @@
+"""Issue 11's mapping cases, each as a hostile producer would try it: no record can make the
+mapping backtrack, build huge strings, fill caches, run past its budget or crash on depth."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from connector.mapping import MappingFailure, MappingLoadError, Runtime, load_mapping_file
+from connector.mapping.functions import _split_url
+from connector.mapping.limits import CACHE_MAX_KEY_CHARS, MappingLimits
+from connector.mapping.regexes import GuardedPattern, compile_pattern
+from tests.mapping.support import DEFAULTS, META, RUNTIME, evaluate, mapping_of, write_mapping
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "mappings" / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def expression(source: str, destination: str = "out") -> dict[str, str]:
+    return {"sourceType": "EXPRESSION", "source": source, "destination": destination}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "suffix"),
+    [("([^,]+),[^,]*,([^,]+)", "a" * 60_000, ",b,c"), ("(\\d+)-(\\d+)", "1" * 60_000, "-2")],
+)
+def test_backtracking_patterns_run_on_re2(pattern: str, text: str, suffix: str) -> None:
+    # On Python's re these took seconds to minutes (issue 11); RE2 is linear.
+    assert not isinstance(compile_pattern(pattern, MappingLimits()), GuardedPattern)
+    assert evaluate(f'extract_regex(s, "{pattern}")', {"s": text}) is None
+    assert evaluate(f'extract_regex(s, "{pattern}")', {"s": text + suffix}) is not None
+
+
+def test_a_pattern_re2_cannot_run_is_reported_at_load_and_guarded(tmp_path: Path) -> None:
+    mapping = mapping_of(tmp_path, [expression('extract_regex(s, "(a+)\\\\1")'), _copy("x", "k")])
+    assert any("not RE2-compatible" in notice for notice in mapping.notices)
+    assert mapping.apply({"s": "aaaa"}, META).entity == {"out": ["aaaa", "aa"]}
+    result = mapping.apply({"s": "a" * 20_000, "x": 1}, META)  # over the fallback's input cap
+    assert result.entity == {"k": 1}
+    assert "regex that RE2 cannot run" in result.warnings[0]
+
+
+def test_a_runaway_fallback_regex_is_too_slow_not_a_blocked_loop(tmp_path: Path) -> None:
+    limits = MappingLimits(evaluation_budget_ms=50)
+    path = write_mapping(tmp_path, _base([expression('matches_regex(s, "(a|aa)+\\\\1$")')]))
+    mapping = load_mapping_file(path, DEFAULTS, runtime=RUNTIME, limits=limits)
+    with pytest.raises(MappingFailure) as failure:
+        mapping.apply({"s": "a" * 5000 + "b"}, META)
+    assert failure.value.reason == "too_slow"
+
+
+def test_replacestr_cannot_build_a_huge_string(tmp_path: Path) -> None:
+    mapping = mapping_of(tmp_path, [expression("replacestr(s, find, s)"), _copy("s", "kept")])
+    record = {"s": "a" * 302_000, "find": "a"}  # would be 91 billion characters
+    result = mapping.apply(record, META)
+    assert result.entity == {"kept": record["s"]}
+    assert "replacestr: the result would be" in result.warnings[0]
+
+
+@pytest.mark.parametrize(
+    "source", ["concat(s, s, s, s, s)", 'join(",", a)', "lpad(s, 2000000)", 's + s + "x" + s']
+)
+def test_string_building_is_capped(tmp_path: Path, source: str) -> None:
+    limits = MappingLimits(max_string_length=1000)
+    path = write_mapping(tmp_path, _base([expression(source), _copy("k", "kept")]))
+    mapping = load_mapping_file(path, DEFAULTS, runtime=RUNTIME, limits=limits)
+    result = mapping.apply({"s": "x" * 400, "a": ["y" * 300] * 5, "k": 1}, META)
+    assert result.entity == {"kept": 1}
+    assert "1000" in result.warnings[0]
+
+
+def test_caches_skip_long_record_strings() -> None:
+    _split_url.cache_clear()  # type: ignore[attr-defined]
+    long_url = "https://x.example/?q=" + "a" * (CACHE_MAX_KEY_CHARS + 1)
+    assert _split_url(long_url) is not None
+    assert _split_url.cache_info().currsize == 0  # type: ignore[attr-defined]
+    _split_url("https://x.example/short")
+    assert _split_url.cache_info().currsize == 1  # type: ignore[attr-defined]
+
+
+def test_evaluation_budget_fails_the_record_as_too_slow(tmp_path: Path) -> None:
+    ticks = itertools.count()
+    runtime = Runtime(now_ms=RUNTIME.now_ms, new_uuid=RUNTIME.new_uuid, clock=lambda: next(ticks))
+    limits = MappingLimits(evaluation_budget_ms=5000)  # 5 ticks of the fake clock
+    entries = [_copy("items[*].a", "out[*].a")]
+    path = write_mapping(tmp_path, _base(entries))
+    mapping = load_mapping_file(path, DEFAULTS, runtime=runtime, limits=limits)
+    assert mapping.apply({"items": [{"a": 1}] * 3}, META).entity == {"out": [{"a": 1}] * 3}
+    with pytest.raises(MappingFailure) as failure:
+        mapping.apply({"items": [{"a": 1}] * 100}, META)  # one clock check per element
+    assert failure.value.reason == "too_slow"
+    assert "out[*]" in str(failure.value)
+
+
+def test_a_499_operand_expression_is_a_load_error(tmp_path: Path) -> None:
+    source = " + ".join(["a"] * 499)
+    with pytest.raises(MappingLoadError) as error:
+        mapping_of(tmp_path, [expression(source)])
+    assert "nests 499 levels deep; the limit is 48" in str(error.value)
+
+
+@pytest.mark.parametrize("source", ["(" * 2000 + "a" + ")" * 2000, "-" * 3000 + "a", "!" * 4000])
+def test_deeply_nested_syntax_is_a_load_error(tmp_path: Path, source: str) -> None:
+    with pytest.raises(MappingLoadError, match="levels deep"):
+        mapping_of(tmp_path, [expression(source)])
+
+
+def test_the_deepest_allowed_expressions_compile(tmp_path: Path) -> None:
+    # Generated Python nests a few parentheses per level: the limit keeps every valid
+    # expression under CPython's 200.
+    sources = [
+        "lower(" * 47 + "a" + ")" * 47,
+        "iif(" * 23 + "a" + ", b, c)" * 23,
+        " - ".join(["a"] * 48),
+        "decode(" * 47 + "a" + ', "x", "y")' * 47,
+    ]
+    mapping = mapping_of(tmp_path, [expression(s, f"out{i}") for i, s in enumerate(sources)])
+    mapping.apply({"a": "A", "b": "B", "c": "C"}, META)
+
+
+def test_values_nested_deeper_than_the_limit_are_field_errors(tmp_path: Path) -> None:
+    deep: object = "x"
+    for _ in range(300):
+        deep = {"a": deep}
+    mapping = mapping_of(tmp_path, [_copy("deep", "out"), _copy("k", "kept")])
+    result = mapping.apply({"deep": deep, "k": 1}, META)
+    assert result.entity == {"kept": 1}
+    assert "nested more than 128 levels" in result.warnings[0]
+
+
+def run_cli(*args: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEP_CONNECTOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_map_on_a_record_nested_300_deep_prints_a_clear_error(tmp_path: Path) -> None:
+    path = write_mapping(tmp_path, _base([_copy("deep", "out")]))
+    line = b'{"deep":' + b'{"a":' * 300 + b'"x"' + b"}" * 300 + b"}\n"
+    result = run_cli("map", str(path), stdin=line)
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert "Traceback" not in stderr
+    assert "line 1: no destination field has a value" in stderr
+
+
+def test_map_over_60k_character_hostile_strings_finishes(tmp_path: Path) -> None:
+    hostile = ("a," * 30_000) + "1-" * 30_000
+    lines = []
+    for field in ("ua", "url", "email", "ts", "eventId"):
+        record = orjson.loads((EXAMPLES / "web-commerce.input.jsonl").read_bytes().splitlines()[0])
+        record["device"]["ua"] = hostile if field == "ua" else record["device"]["ua"]
+        record["page"]["url"] = (
+            "https://x.example/?" + hostile if field == "url" else record["page"]["url"]
+        )
+        record["user"]["email"] = hostile if field == "email" else record["user"]["email"]
+        record["ts"] = hostile if field == "ts" else record["ts"]
+        record["eventId"] = hostile if field == "eventId" else record["eventId"]
+        lines.append(orjson.dumps(record))
+    result = run_cli(
+        "map", str(EXAMPLES / "web-commerce.yaml"), "--entity-only", stdin=b"\n".join(lines)
+    )
+    assert "Traceback" not in result.stderr.decode()
+    assert len(result.stdout.splitlines()) == 5
+
+
+def test_unique_400kb_urls_keep_memory_bounded() -> None:
+    # Issue 11: the web-commerce example reached 1.2-1.7 GB after 1,500 such records.
+    script = """
+import resource, sys
+from pathlib import Path
+import orjson
+from connector.mapping import TargetDefaults, load_mapping_file
+from connector.records import RecordMeta
+example = Path("mappings/examples/web-commerce.yaml")
+mapping = load_mapping_file(example, TargetDefaults("i", "o"))
+base = orjson.loads(Path("mappings/examples/web-commerce.input.jsonl").read_bytes().splitlines()[0])
+for i in range(1500):
+    filler = str(i) * (400_000 // len(str(i)))
+    base["page"]["url"] = f"https://shop.example.com/p?utm_campaign={i}&q=" + filler
+    base["device"]["ua"] = base["page"]["url"]
+    mapping.apply(base, RecordMeta("web.commerce", 0, i, None, None, {}))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=600, check=True, cwd=ROOT
+    )
+    peak_mb = int(result.stdout.split()[-1])
+    assert peak_mb < 300, peak_mb
+
+
+def _base(entries: list[dict[str, str]]) -> dict[str, object]:
+    from tests.mapping.support import base_mapping
+
+    return base_mapping(entries)
+
+
+def _copy(source: str, destination: str) -> dict[str, str]:
+    return {"source": source, "destination": destination}
