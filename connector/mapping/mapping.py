@@ -23,6 +23,7 @@ from connector.mapping.nodes import Ref
 from connector.mapping.parser import KAFKA, parse_expression
 from connector.mapping.values import DESTINATION_TYPES, clean, rfc3339, truthy, type_name
 from connector.records import RecordMeta
+from connector.xdm import EntityValidator
 
 SourceFormat = Literal["json", "avro", "avro-schema"]
 SourceType = Literal["ATTRIBUTE", "EXPRESSION", "STATIC"]
@@ -181,6 +182,7 @@ class CompiledMapping:
         target: EnvelopeTarget,
         build: Builder,
         keep: Eval | None = None,
+        validator: EntityValidator | None = None,
     ) -> None:
         self.name = name
         self.path = path
@@ -191,6 +193,8 @@ class CompiledMapping:
         self.strict = strict
         self.connection_id = connection_id
         self.target = target
+        #: The target schema's per-record check (`validate.schema`), None when not configured.
+        self.validator = validator
         self._topics = frozenset(source_topics)
         self._build = build
         self._keep = keep
