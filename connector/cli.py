@@ -110,6 +110,9 @@ def check_mappings_or_exit(settings: Settings) -> None:
         for problem in exc.problems:
             click.echo(f"  - {problem}", err=True)
         sys.exit(EXIT_CONFIG)
+    for mapping in mappings:
+        for warning in mapping.validator.warnings if mapping.validator else ():
+            click.echo(f"warning: {mapping.path}: {warning}", err=True)
     click.echo(f"mappings OK: {len(mappings)} in {settings.mappings_dir}", err=True)
 
 
@@ -133,9 +136,10 @@ def map_records(
     generated Python function the mapping runs as, and exit.
 
     Kafka metadata is simulated: _kafka.topic is the mapping's first topic, partition 0, the
-    offset the line number - 1, no key, headers or timestamp. Bad lines and field warnings are
-    reported on stderr with their line number. Exit status: 0 when every line mapped (or was
-    skipped by the filter), 1 when any line failed, 2 for an invalid mapping or configuration.
+    offset the line number - 1, no key, headers or timestamp. Bad lines, field warnings and
+    entities that break the mapping's XDM schema (`validate`) are reported on stderr with their
+    line number. Exit status: 0 when every line mapped (or was skipped by the filter), 1 when
+    any line failed, 2 for an invalid mapping or configuration.
     """
     import time
 
@@ -161,6 +165,9 @@ def map_records(
     if explain:
         click.echo(mapping.source, nl=False)
         return
+    validator = mapping.validator
+    for warning in validator.warnings if validator else ():
+        click.echo(f"warning: {mapping_file}: {warning}", err=True)
     topic = mapping.source_topics[0] if mapping.source_topics else ""
     out = sys.stdout.buffer
     failed = 0
@@ -184,6 +191,12 @@ def map_records(
             click.echo(f"line {number}: warning: {warning}", err=True)
         if result.entity is None:
             click.echo(f"line {number}: skipped by the filter", err=True)
+            continue
+        violations = validator.violations(result.entity) if validator else []
+        for violation in violations:  # the worker dead-letters such a record (stage validate)
+            click.echo(f"line {number}: invalid XDM: {violation}", err=True)
+        if violations:
+            failed += 1
             continue
         try:
             if entity_only:

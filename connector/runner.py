@@ -50,6 +50,9 @@ def run_worker(settings: Settings) -> int:
         for problem in exc.problems:
             print(f"invalid mapping: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    for mapping in mappings:  # what the check against the XDM schema did not refuse
+        for warning in mapping.validator.warnings if mapping.validator else ():
+            log.warning("mapping", extra={"fields": {"mapping": mapping.name, "warning": warning}})
 
     metrics = Metrics()
     worker = Worker(settings, mappings, metrics)

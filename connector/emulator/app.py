@@ -46,6 +46,7 @@ from connector.emulator.config import (
 from connector.emulator.faults import Endpoint, FaultAction, FaultInjector
 from connector.emulator.ratelimit import ConnectionLimiter, TokenBucket
 from connector.emulator.store import AcceptedRequest, MessageStore, Stats
+from connector.xdm import SchemaLoadError, load_schema
 
 JSON = "application/json"
 SMILE = "application/x-jackson-smile"
@@ -56,26 +57,21 @@ _reject_rules_adapter = TypeAdapter(list[RejectRule])
 
 
 def load_validators(schemas: Mapping[str, Path]) -> dict[str, Validator]:
-    """One JSON Schema validator per configured schema id; every bad file is reported."""
+    """One JSON Schema validator per configured schema id; every bad file is reported.
+
+    Files are read by the connector's own loader of exported XDM schemas (connector.xdm), so
+    the emulator accepts exactly the schema files that mappings' `validate.schema` accept."""
     validators: dict[str, Validator] = {}
     problems: list[str] = []
     for schema_id, path in schemas.items():
-        where = f"schemas.{schema_id}: {path}"
+        where = f"schemas.{schema_id}"
         try:
-            schema = orjson.loads(path.read_bytes())
-        except OSError as exc:
-            problems.append(f"{where}: cannot be read: {exc.strerror}")
-            continue
-        except orjson.JSONDecodeError as exc:
-            problems.append(f"{where}: not valid JSON: {exc}")
-            continue
-        if not isinstance(schema, dict):
-            problems.append(f"{where}: a JSON Schema must be an object")
-            continue
-        try:
-            validators[schema_id] = build_validator(schema)
+            schema = load_schema(path)
+            validators[schema_id] = build_validator(schema.document)
+        except SchemaLoadError as exc:
+            problems.extend(f"{where}: {problem}" for problem in exc.problems)
         except jsonschema.SchemaError as exc:
-            problems.append(f"{where}: not a valid JSON Schema: {exc.message}")
+            problems.append(f"{where}: {path}: not a valid JSON Schema: {exc.message}")
     if problems:
         raise EmulatorConfigError(problems)
     return validators

@@ -3,6 +3,8 @@
 A mapping directory holds mapping files at its top level only (`*.yaml`, `*.yml`, `*.json`;
 hidden files skipped; subdirectories such as `examples/` are not read, which is also where
 exported mapping sets referenced by `mappingSet:` can live). Files load in name order.
+Files named `*.schema.json` are exported XDM schemas referenced by `validate: {schema: FILE}`,
+not mappings (a flat ConfigMap can hold them beside the mappings).
 Nothing is compiled into the worker unless every file is valid: MappingLoadError lists every
 problem, each starting with the file and, for entries, `mappings[i] (line n)`.
 """
@@ -43,8 +45,11 @@ from connector.mapping.model import (
     describe_validation_error,
     read_document,
 )
+from connector.xdm import EntityValidator
 
 MAPPING_SUFFIXES = (".yaml", ".yml", ".json")
+#: Exported XDM schemas (`validate.schema`) may sit beside the mappings under this suffix.
+SCHEMA_SUFFIX = ".schema.json"
 
 log = get_logger("mapping")
 
@@ -57,6 +62,7 @@ def mapping_files(directory: Path) -> list[Path]:
         if path.suffix.lower() in MAPPING_SUFFIXES
         and path.is_file()
         and not path.name.startswith(".")
+        and not path.name.lower().endswith(SCHEMA_SUFFIX)
     )
 
 
@@ -155,6 +161,12 @@ class _FileLoader:
                 "`mappingSet:` from a mapping file and keep it outside the top level"
             )
             raise self.fail()
+        if "source" not in data and "target" not in data and "meta:resourceType" in data:
+            self.report(
+                f"this looks like an exported XDM schema: name it *{SCHEMA_SUFFIX} and reference "
+                "it with `validate: {schema: FILE}` from a mapping file"
+            )
+            raise self.fail()
         model: MappingFileModel | None = None
         try:
             model = MappingFileModel.model_validate(data)
@@ -181,6 +193,7 @@ class _FileLoader:
         program = generate(name, fields, keep, self.runtime)
         for problem in program.problems:
             self.report(problem)
+        validator = self.validator(data, entries, document)
         if model is None or self.problems:
             raise self.fail()
         target = self.target(model, set_schema_ref)
@@ -202,6 +215,7 @@ class _FileLoader:
             runtime=self.runtime,
             source=program.source,
             notices=tuple(program.notices),
+            validator=validator,
         )
 
     def target(
@@ -223,6 +237,22 @@ class _FileLoader:
             ims_org_id=target.imsOrgId or self.defaults.ims_org_id,
             flow_id=target.flowId,
         )
+
+    def validator(
+        self, data: dict[str, Any], entries: list[EntrySpec], document: Document
+    ) -> EntityValidator | None:
+        """`validate.schema`: the entries checked against the exported XDM schema, and the
+        per-record validator compiled (connector.xdm); None when the key is absent."""
+        settings = data.get("validate")
+        if not isinstance(settings, dict) or not isinstance(settings.get("schema"), str):
+            return None  # absent, or malformed (the file model reports that)
+        from connector.xdm.mapping_check import build_validator  # it imports this package
+
+        where = f"validate{document.line_of_key('validate')}"
+        validator, problems = build_validator(self.path, settings["schema"], entries, where)
+        for problem in problems:
+            self.report(problem)
+        return validator
 
     def schema_path(self, model: MappingFileModel) -> Path | None:
         if model.source.schema_file is None:

@@ -24,6 +24,7 @@ from connector.mapping.nodes import Node, Ref
 from connector.mapping.parser import KAFKA, parse_expression
 from connector.mapping.values import DESTINATION_TYPES, clean, rfc3339, type_name
 from connector.records import RecordMeta
+from connector.xdm import EntityValidator
 
 SourceFormat = Literal["json", "avro", "avro-schema"]
 SourceType = Literal["ATTRIBUTE", "EXPRESSION", "STATIC"]
@@ -206,6 +207,7 @@ class CompiledMapping:
         runtime: Runtime,
         source: str = "",
         notices: tuple[str, ...] = (),
+        validator: EntityValidator | None = None,
     ) -> None:
         self.name = name
         self.path = path
@@ -218,6 +220,8 @@ class CompiledMapping:
         self.target = target
         self.source = source
         self.notices = notices
+        #: The target schema's per-record check (`validate.schema`), None when not configured.
+        self.validator = validator
         self._topics = frozenset(source_topics)
         self._build = build
         self._clock = runtime.clock

@@ -68,6 +68,13 @@ class TargetModel(_Model):
     sourceName: str | None = Field(default=None, min_length=1)
 
 
+class ValidateModel(_Model):
+    """`validate: {schema: FILE}`: the target schema exported from the Platform (resolved JSON
+    Schema), relative to the mapping file; see connector.xdm."""
+
+    schema_file: str = Field(alias="schema", min_length=1)
+
+
 class MappingFileModel(_Model):
     name: str | None = Field(default=None, min_length=1)
     description: str | None = None
@@ -79,6 +86,7 @@ class MappingFileModel(_Model):
     # Entries are validated one by one (see EntryModel) so problems carry their index and line.
     mappings: list[Any] | None = None
     mappingSet: str | dict[str, Any] | None = None
+    validate_: ValidateModel | None = Field(default=None, alias="validate")
 
     @model_validator(mode="after")
     def _one_entry_source(self) -> MappingFileModel:
