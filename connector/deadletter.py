@@ -49,6 +49,7 @@ def context_headers(record: SourceRecord, letter: DeadLetter) -> list[tuple[str,
         ),
         ("attempts", str(letter.attempts) if letter.attempts else None),
         ("mapping", letter.mapping),
+        *letter.details,
     ]
     return [(HEADER_PREFIX + name, value.encode()) for name, value in fields if value is not None]
 

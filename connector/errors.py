@@ -54,6 +54,8 @@ class DeadLetter:
     api_message: str | None = None
     mapping: str | None = None
     attempts: int = 0
+    #: Extra (name, value) headers of this stage, e.g. the XDM pointer and keyword.
+    details: tuple[tuple[str, str], ...] = ()
 
 
 class ConnectorError(Exception):

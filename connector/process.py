@@ -1,6 +1,6 @@
 """One record's path from bytes to envelopes, without Kafka or HTTP:
 
-    decode ─▶ for each mapping of the topic: map ─▶ envelope ─▶ size check
+    decode ─▶ for each mapping of the topic: map ─▶ validate (XDM) ─▶ envelope ─▶ size check
 
 `process` returns the messages to send and the dead letters of whatever failed; the worker
 tracks, batches and sends them. A record read by several mappings yields one message (or one
@@ -88,14 +88,31 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
         try:
             mapped = mapping.apply(decoded, meta)
         except MappingFailure as exc:
-            reason = getattr(exc, "reason", "mapping_failure")
-            result.dead_letters.append(DeadLetter("map", reason, str(exc), mapping=mapping.name))
+            result.dead_letters.append(
+                DeadLetter("map", exc.reason, str(exc), mapping=mapping.name)
+            )
             continue
         if mapped.warnings:
             target.warnings.inc(len(mapped.warnings))
         if mapped.entity is None:
             result.filtered += 1
             continue
+        if mapping.validator is not None:
+            violation = mapping.validator.validate(mapped.entity)
+            if violation is not None:
+                result.dead_letters.append(
+                    DeadLetter(
+                        "validate",
+                        "xdm_invalid",
+                        f"invalid XDM: {violation}",
+                        mapping=mapping.name,
+                        details=(
+                            ("xdm.pointer", violation.pointer or "/"),
+                            ("xdm.keyword", violation.keyword),
+                        ),
+                    )
+                )
+                continue
         try:
             body = mapping.envelope(mapped.entity, now_ms)
         except (TypeError, ValueError) as exc:  # a value JSON cannot represent

@@ -123,3 +123,29 @@ def test_a_registry_outage_is_raised_for_the_caller_to_retry(tmp_path: Path) -> 
     route.decoder = registry_down
     with pytest.raises(RetryableError):
         process(record(b"\x00\x00\x00\x00\x01"), route, NOW_MS)
+
+
+def test_an_entity_that_breaks_its_xdm_schema_is_a_dead_letter_of_the_validate_stage(
+    tmp_path: Path,
+) -> None:
+    schema = {
+        "$id": "https://ns.adobe.com/acme/schemas/o",
+        "type": "object",
+        "properties": {
+            "_id": {"type": "string"},
+            "_acme": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 3}}},
+        },
+    }
+    (tmp_path / "o.schema.json").write_bytes(orjson.dumps(schema))
+    route = route_for(tmp_path, mapping_text("orders", extra="validate: {schema: o.schema.json}\n"))
+    assert process(record(b'{"id": "a", "name": "Ann"}'), route, NOW_MS).dead_letters == []
+    result = process(record(b'{"id": "a", "name": "Annabel"}'), route, NOW_MS)
+    (letter,) = result.dead_letters
+    assert (letter.stage, letter.error_class, letter.mapping) == (
+        "validate",
+        "xdm_invalid",
+        "orders",
+    )
+    assert dict(letter.details) == {"xdm.pointer": "/_acme/name", "xdm.keyword": "maxLength"}
+    assert "Annabel" not in letter.message  # the value is never quoted
+    assert result.messages == []
