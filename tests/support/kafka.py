@@ -50,19 +50,36 @@ def docker_available() -> bool:
 @contextmanager
 def local_service(name: str, state_dir: Path) -> Iterator[str]:
     """Start one service with scripts/local-kafka in `state_dir`; stop it on exit."""
-    command = [sys.executable, str(LOCAL_KAFKA)]
-    common = ["--only", name, "--state-dir", str(state_dir)]
+    address = start_local_service(name, state_dir)
+    try:
+        yield address
+    finally:
+        stop_local_service(name, state_dir)
+
+
+def start_local_service(name: str, state_dir: Path) -> str:
+    """Start (or start again: a broker keeps its ports and data) one service in `state_dir`
+    with scripts/local-kafka; returns its address once it answers."""
     result = subprocess.run(
-        [*command, "start", *common, "--json"], capture_output=True, text=True, check=False
+        [*_local_kafka(name, state_dir, "start"), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise ServiceUnavailable(f"{INSTALL_HINT}\nscripts/local-kafka said:\n{result.stderr}")
     sys.stderr.write(result.stderr)
     addresses: dict[str, str] = json.loads(result.stdout)
-    try:
-        yield next(iter(addresses.values()))
-    finally:
-        subprocess.run([*command, "stop", *common], capture_output=True, check=False)
+    return next(iter(addresses.values()))
+
+
+def stop_local_service(name: str, state_dir: Path) -> None:
+    """Stop a service started by start_local_service (SIGTERM: a clean shutdown)."""
+    subprocess.run(_local_kafka(name, state_dir, "stop"), capture_output=True, check=False)
+
+
+def _local_kafka(name: str, state_dir: Path, action: str) -> list[str]:
+    return [sys.executable, str(LOCAL_KAFKA), action, "--only", name, "--state-dir", str(state_dir)]
 
 
 @contextmanager
