@@ -41,7 +41,7 @@ class Expected:
     outcome: Outcome  # "accept", or the dead-letter stage it must be rejected at
     n: int  # the record's sequence number, mapped to _acme.n when accepted
     key: bytes
-    value: bytes
+    value: bytes  # kept for records bound for the dead-letter topic only (memory at 200k)
 
 
 @dataclass(frozen=True, slots=True)

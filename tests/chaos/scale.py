@@ -21,19 +21,23 @@ class Scale:
     broker_outage_s: float  # broker restart: how long the broker is down
     shutdown_rounds: int  # SIGTERM during 413 splits: workers stopped mid-split
     token_phase_s: float  # identity outage: how long each way of failing lasts
+    split_records: int  # SIGTERM during 413 splits: records of ~4 KB (all split)
+    drain_timeout_s: float  # how long the end of a scenario may take to be committed
 
 
 CI = Scale(
     name="ci",
-    records=4_000,
+    records=3_000,
     kills=3,
-    kill_interval_s=3.0,
+    kill_interval_s=2.5,
     rebalance_cycles=1,
-    rebalance_hold_s=4.0,
-    outage_s=10.0,
+    rebalance_hold_s=3.0,
+    outage_s=6.0,
     broker_outage_s=3.0,
     shutdown_rounds=1,
-    token_phase_s=2.0,
+    token_phase_s=1.5,
+    split_records=3_000,
+    drain_timeout_s=180.0,
 )
 
 FULL = Scale(
@@ -47,6 +51,8 @@ FULL = Scale(
     broker_outage_s=20.0,
     shutdown_rounds=3,
     token_phase_s=20.0,
+    split_records=20_000,
+    drain_timeout_s=900.0,
 )
 
 

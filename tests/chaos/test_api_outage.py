@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import ChaosRun
+from tests.chaos.harness import PARTITIONS, ChaosRun
 from tests.support.worker import RunningWorker
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -56,6 +56,15 @@ PAUSING = {  # a small buffer: the worker pauses soon after the API fails
 }
 
 
+#: Records produced after the scale-in: spread over all six partitions by their keys, and
+#: fewer than PAUSING's buffer, so the first worker does not pause again.
+AFTER_SCALE_IN = 120
+
+
+def assigned(run: ChaosRun, workers: list[RunningWorker]) -> int:
+    return int(sum(run.metric(w, "aep_connector_assigned_partitions") or 0 for w in workers))
+
+
 def paused(run: ChaosRun, worker: RunningWorker) -> bool:
     return (run.metric(worker, "aep_connector_paused_partitions") or 0) > 0
 
@@ -70,23 +79,29 @@ def test_outage_pause_scale_out_recover_scale_in(kafka_bootstrap: str, tmp_path:
         "outage, pause, scale out, recover, scale in",
         worker_settings=PAUSING,
     ) as run:
-        half = run.scale.records // 2
         first = run.start_workers(1)[0]
         run.wait_for(lambda: run.have_partitions([first]), 60, "the first worker to join")
         run.api.set_faults({"p503": 1.0, "retry_after_s": 1})
-        run.produce(half)
+        run.produce(run.scale.records - AFTER_SCALE_IN)
         run.wait_for(lambda: paused(run, first), 60, "the first worker to pause")
         extra = run.start_workers(2)
-        run.wait_for(lambda: run.have_partitions(extra), 60, "scale out: two more workers")
-        moved = 6 - (run.metric(first, "aep_connector_assigned_partitions") or 0)
+        everyone = [first, *extra]
+        run.wait_for(
+            lambda: run.have_partitions(extra) and assigned(run, everyone) == PARTITIONS,
+            60,
+            "scale out: two more workers with their share",
+        )
+        moved = PARTITIONS - assigned(run, [first])
         run.api.clear_faults()
         run.wait_drained()
         run.terminate_all(extra)  # scale in: the partitions revoked while paused come back
         run.wait_for(
-            lambda: run.metric(first, "aep_connector_assigned_partitions") == 6,
+            lambda: assigned(run, [first]) == PARTITIONS,
             30,
             "every partition back with the first worker",
         )
-        run.produce(run.scale.records - half)  # on every partition, the returning ones too
-        run.wait_drained(timeout_s=60)
-        run.finish(partitions_revoked_while_paused=f"{moved:.0f}")
+        # Records on every partition, the returning ones too; fewer than make the worker pause
+        # (resuming from backpressure would resume every partition and hide a stuck one).
+        run.produce(AFTER_SCALE_IN)
+        run.wait_drained(timeout_s=30)
+        run.finish(partitions_revoked_while_paused=str(moved))
