@@ -45,6 +45,9 @@ from tests.support.report import measurement
 from tests.support.worker import RunningWorker, start_worker, worker_env, write_mapping
 
 WATCH_INTERVAL_S = 0.25
+#: An emulator started again while three workers retry flat out on a 2-core machine shared
+#: with other work took longer than start_emulator's default 20 s to answer.
+EMULATOR_START_TIMEOUT_S = 90.0
 PARTITIONS = 6
 TOO_LARGE_PAD = 1_100_000  # bytes: the envelope exceeds the API's 1 MB request limit
 TOO_LARGE_EVERY = 1000 if current().records < 20_000 else 10_000
@@ -328,7 +331,12 @@ class ChaosRun:
         """Start the emulator (again on the same port, so running workers find it)."""
         stack = ExitStack()
         self.emulator = stack.enter_context(
-            start_emulator(self.emulator_config, self.tmp_path, port=self._emulator_port)
+            start_emulator(
+                self.emulator_config,
+                self.tmp_path,
+                port=self._emulator_port,
+                startup_timeout_s=EMULATOR_START_TIMEOUT_S,
+            )
         )
         self._emulator_port = int(self.emulator.url.rsplit(":", 1)[1])
         self._emulator_stack = stack

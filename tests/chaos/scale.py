@@ -36,7 +36,7 @@ CI = Scale(
     broker_outage_s=3.0,
     shutdown_rounds=1,
     token_phase_s=1.5,
-    split_records=3_000,
+    split_records=1_500,
     drain_timeout_s=180.0,
 )
 

@@ -64,7 +64,12 @@ def test_token_endpoint_failing_while_the_api_refuses_the_token(
     assert summary.dead_lettered == 0
 
 
+class SentAfterRevoke(AssertionError):
+    """Records of revoked partitions were sent by their former owner after the revoke."""
+
+
 @pytest.mark.xfail(
+    raises=SentAfterRevoke,
     reason=(
         "worker bug: Sender._send_part checks the ticket's cancellation only at the top of an "
         "attempt, before renewing the token; a request of a revoked partition blocked in the "
@@ -98,6 +103,7 @@ def test_revoked_during_an_identity_outage_sends_nothing_after_the_revoke(
         feeding.join()
         run.wait_drained()
         summary = run.finish(token_requests_hung=str(proxy.requests["hang"]))
-    assert summary.duplicates == 0, (
-        f"{summary.duplicates} records of revoked partitions were sent after the revoke"
-    )
+    if summary.duplicates:
+        raise SentAfterRevoke(
+            f"{summary.duplicates} records of revoked partitions were sent after the revoke"
+        )

@@ -85,6 +85,11 @@ class RunningEmulator:
         result: dict[str, Any] = self._control("POST", "/faults", json=spec).json()
         return result
 
+    def faults(self) -> dict[str, Any]:
+        """The fault plan in force and what is left of its sequence."""
+        result: dict[str, Any] = self._control("GET", "/faults").json()
+        return result
+
     def clear_faults(self) -> None:
         """No more faults; stalled requests carry on."""
         self._control("DELETE", "/faults")
