@@ -512,9 +512,21 @@ class ChaosRun:
 
     def wait_drained(self, timeout_s: float | None = None) -> None:
         """Until the committed offsets reach the end of every partition (workers running)."""
-        ends = end_offsets(self.bootstrap, self.topic)
+        ends = self.end_offsets()
         timeout_s = timeout_s or self.scale.drain_timeout_s
         self.wait_for(lambda: self.watch.last_committed == ends, timeout_s, "the drain")
+
+    def end_offsets(self, timeout_s: float = 120.0) -> dict[int, int]:
+        """The topic's end offsets, once its partitions have leaders again (a broker that was
+        just started answers before it leads them)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return end_offsets(self.bootstrap, self.topic)
+            except KafkaException:  # e.g. NOT_LEADER_FOR_PARTITION, not flagged retriable
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -561,7 +573,7 @@ class ChaosRun:
         self.terminate_all()
         self.watch.stop()
         summary = self.ledger.summary()
-        ends = end_offsets(self.bootstrap, self.topic)
+        ends = self.end_offsets()
         committed = self.watch.last_committed
         self._report(summary, figures)
         context = f"\n{self.logs()}"

@@ -27,7 +27,7 @@ class Scale:
 
 CI = Scale(
     name="ci",
-    records=3_000,
+    records=2_000,
     kills=3,
     kill_interval_s=2.5,
     rebalance_cycles=1,

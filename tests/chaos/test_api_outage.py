@@ -29,7 +29,7 @@ def megabytes(kb: int) -> str:
 def test_api_outage_with_memory_sampled(kafka_bootstrap: str, tmp_path: Path) -> None:
     with ChaosRun(kafka_bootstrap, tmp_path, "API outage") as run:
         scale = run.scale
-        run.start_workers(3)
+        run.start_workers(2)
         run.produce(scale.records // 10)
         run.wait_for(lambda: len(run.ledger.accepted) > 0, 60, "first acceptances")
         before = run.watch.peak_rss_kb
