@@ -26,6 +26,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from connector.errors import InvalidInput
+
 if TYPE_CHECKING:
     from connector.mapping.limits import MappingLimits
 
@@ -369,12 +371,8 @@ def _undecodable_env_vars() -> dict[str, str]:
     return problems
 
 
-class ConfigError(Exception):
+class ConfigError(InvalidInput):
     """The configuration is invalid; `problems` lists every problem, one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

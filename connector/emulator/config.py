@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from connector.errors import InvalidInput
+
 MAX_BODY_BYTES = 1_048_576
 """The documented request limit: 1 MB."""
 
@@ -157,12 +159,8 @@ class EmulatorConfig(_Model):
     )
 
 
-class EmulatorConfigError(Exception):
+class EmulatorConfigError(InvalidInput):
     """The configuration is invalid; `problems` lists every problem, one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def describe_errors(exc: ValidationError) -> list[str]:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from connector.envelope import DEFAULT_CONTENT_TYPE
+from connector.errors import ConnectorError
 
 SOURCE_TYPES = ("ATTRIBUTE", "EXPRESSION", "STATIC")
 #: Older Data Prep exports: `sourceAttribute` / `destinationXdmPath` with this sourceType.
@@ -138,7 +139,7 @@ class Document:
         return f" (line {self.entry_lines[index]})" if index < len(self.entry_lines) else ""
 
 
-class DocumentError(Exception):
+class DocumentError(ConnectorError):
     """The file cannot be read or parsed at all."""
 
 
