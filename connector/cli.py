@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 import orjson
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: Exit status for an invalid configuration or mapping (as for a usage error).
 EXIT_CONFIG = 2
+
+_Client = TypeVar("_Client")
 
 config_option = click.option(
     "--config",
@@ -277,6 +279,17 @@ def selection_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def kafka_client_or_exit(make: Callable[[], _Client]) -> _Client:
+    """Create Kafka clients; librdkafka refuses bad properties at once: exit 2 saying which."""
+    from confluent_kafka import KafkaException
+
+    try:
+        return make()
+    except KafkaException as exc:
+        click.echo(f"invalid Kafka client configuration: {exc.args[0].str()}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
 def build_selection(filters: dict[str, Any]) -> Selection:
     """The Selection the filter options describe; a usage error (exit 2) when one is bad."""
     import time
@@ -364,7 +377,8 @@ def dlq_inspect(
             shown += 1
 
     # A group id of its own, never used to join or commit: librdkafka requires one.
-    reader = open_reader(settings, topic, f"{settings.kafka.client_id}-dlq-inspect-{uuid.uuid4()}")
+    group = f"{settings.kafka.client_id}-dlq-inspect-{uuid.uuid4()}"
+    reader = kafka_client_or_exit(lambda: open_reader(settings, topic, group))
     try:
         summary = summarize(topic, reader.read(reader.spans(), 1000), selection, show)
     except DeadLetterTopicError as exc:
@@ -488,11 +502,13 @@ def dlq_replay(
             click.echo(progress_line(report), err=True)
             last_progress = now
 
+    replayer = kafka_client_or_exit(
+        lambda: open_replayer(
+            settings, topic or settings.dead_letter.topic, group, options, progress
+        )
+    )
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda _s, _f: stop.set()) for s in (SIGINT, SIGTERM)}
-    replayer = open_replayer(
-        settings, topic or settings.dead_letter.topic, group, options, progress
-    )
     status = 0
     try:
         report = replayer.run(stop)

@@ -31,7 +31,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from connector.dlq.letter import DeadLetter
-from connector.dlq.reader import DeadLetterReader, Span, open_reader
+from connector.dlq.reader import DeadLetterReader, DeadLetterTopicError, Span, open_reader
 from connector.dlq.selection import Selection
 from connector.settings import Settings
 from connector.worker import producer_config
@@ -167,7 +167,7 @@ class Pacer:
         self,
         rate: float | None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self._interval = 0.0 if rate is None else 1.0 / rate
         self._clock = clock
@@ -185,7 +185,8 @@ class Pacer:
 
 
 class TransactionalWriter:
-    """The producer side: one transaction per batch, offsets committed inside it."""
+    """The producer side: one transaction per batch, offsets committed inside it. Failures
+    raise ReplayError; the caller aborts the open transaction."""
 
     def __init__(self, producer: Any, timeout_s: float = 30.0) -> None:
         self._producer = producer
@@ -221,7 +222,6 @@ class TransactionalWriter:
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
             except KafkaException as exc:
-                self._abort()
                 raise ReplayError(f"producing to {topic}: {exc.args[0].str()}") from None
         self._producer.poll(0)
 
@@ -261,15 +261,14 @@ class TransactionalWriter:
             self._raise(f"{what}: {error.str()}", error)
 
     def _raise(self, text: str, error: KafkaError | None) -> None:
-        if error is not None and error.txn_requires_abort():
-            self._abort()
         if error is not None and error.code() == KafkaError._FENCED:
             text += " (another replay with the same group started; it carries on from here)"
         if self._failure is not None:
             text += f"; first failure: {self._failure}"
         raise ReplayError(text)
 
-    def _abort(self) -> None:
+    def abort_quietly(self) -> None:
+        """Abort the open transaction if there is one; a failure to abort changes nothing."""
         # If aborting fails too, the transaction times out on the broker; nothing was committed.
         with contextlib.suppress(KafkaException):
             self._producer.abort_transaction(self._timeout_s)
@@ -294,11 +293,14 @@ class Replayer:
         self.options = options
         self.report = ReplayReport(reader.topic, group, options.dry_run)
         self._on_progress = on_progress
-        self._pacer = pacer or Pacer(options.max_rate)
+        self._pacer = pacer
         self._partitions: dict[str, int | None] = {}  # target topic → partition count
 
     def run(self, stop: threading.Event) -> ReplayReport:
         reader, writer, report = self.reader, self.writer, self.report
+        if self._pacer is None:
+            # A stop request cuts a pause short, however low the rate.
+            self._pacer = Pacer(self.options.max_rate, sleep=stop.wait)
         if writer is not None:
             writer.init()
         report.spans = reader.spans(reader.committed(reader.partitions()))
@@ -322,24 +324,33 @@ class Replayer:
         interrupted = False
         if writer is not None:
             writer.begin()
-        for letter in batch:
-            if stop.is_set():
-                interrupted = True
-                break
-            outcome, target = decide(letter, self.options)
-            if outcome is Outcome.REPLAY:
-                assert target is not None
-                partition = self._partition(target, letter)
-                if writer is not None:
-                    self._pacer.wait()
-                    writer.produce(target, partition, letter, self.options.keep_timestamps)
-            pending.count(outcome, target)
-            offsets[letter.partition] = letter.offset + 1
-        if writer is not None:
-            if offsets:
-                writer.commit(self.reader.topic, offsets, self.reader.group_metadata())
-            else:
-                writer.abort()
+        try:
+            for letter in batch:
+                if stop.is_set():
+                    interrupted = True
+                    break
+                outcome, target = decide(letter, self.options)
+                if outcome is Outcome.REPLAY:
+                    assert target is not None
+                    partition = self._partition(target, letter)
+                    if writer is not None:
+                        assert self._pacer is not None
+                        self._pacer.wait()
+                        if stop.is_set():
+                            interrupted = True
+                            break
+                        writer.produce(target, partition, letter, self.options.keep_timestamps)
+                pending.count(outcome, target)
+                offsets[letter.partition] = letter.offset + 1
+            if writer is not None:
+                if offsets:
+                    writer.commit(self.reader.topic, offsets, self.reader.group_metadata())
+                else:
+                    writer.abort()
+        except (ReplayError, DeadLetterTopicError):
+            if writer is not None:
+                writer.abort_quietly()  # the batch's records never become visible
+            raise
         self.report.merge(pending)
         return interrupted
 
@@ -349,8 +360,6 @@ class Replayer:
         if target not in self._partitions:
             count = self.reader.partition_count(target)
             if count is None:
-                if self.writer is not None:
-                    self.writer.abort()
                 raise ReplayError(f"target topic {target} does not exist")
             self._partitions[target] = count
         count = self._partitions[target]

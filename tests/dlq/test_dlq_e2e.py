@@ -497,7 +497,7 @@ def test_inspect_hides_payloads_joins_no_group_and_commits_nothing(kafka_bootstr
     assert groups() == before
 
 
-def test_exit_statuses_for_a_missing_topic_and_a_shared_group(kafka_bootstrap: str) -> None:
+def test_exit_statuses_for_a_missing_topic_and_bad_options(kafka_bootstrap: str) -> None:
     env = dlq_env(kafka_bootstrap, unique_name("missing"), AEP_CONNECTOR_KAFKA__GROUP_ID="w")
     missing = dlq_command("inspect", env=env)
     assert missing.returncode == 3
@@ -508,6 +508,11 @@ def test_exit_statuses_for_a_missing_topic_and_a_shared_group(kafka_bootstrap: s
     bad_filter = dlq_command("replay", "--offsets", "9-1", env=env)
     assert bad_filter.returncode == 2
     assert "ends before it starts" in bad_filter.stderr
+    env["AEP_CONNECTOR_KAFKA__PROPERTIES"] = '{"no.such.property": "1"}'
+    for command in ("inspect", "replay"):
+        bad_property = dlq_command(command, env=env)
+        assert bad_property.returncode == 2
+        assert "no.such.property" in bad_property.stderr
 
 
 def test_a_missing_target_topic_stops_the_replay_before_any_commit(kafka_bootstrap: str) -> None:
@@ -519,3 +524,45 @@ def test_a_missing_target_topic_stops_the_replay_before_any_commit(kafka_bootstr
     assert result.returncode == 3
     assert "does not exist" in result.stderr
     assert committed_offsets(kafka_bootstrap, group, dlq) == {0: -1001}
+
+
+def test_sigterm_stops_after_committing_what_was_replayed(kafka_bootstrap: str) -> None:
+    source = create_topic(kafka_bootstrap, unique_name("orders"), partitions=3)
+    dlq = create_topic(kafka_bootstrap, unique_name("dlq"), partitions=1)
+    specs = [s for s in varied_specs(source) if s.source_topic == source]
+    produce_letters(kafka_bootstrap, dlq, specs)
+    group = unique_name("g")
+    env = dlq_env(kafka_bootstrap, dlq)
+    args = ["replay", "--group", group, "--json", "--batch-size", "100"]
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "connector", "dlq", *args, "--max-rate", "10"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Inside its only transaction (all letters fit one batch) with records produced.
+        wait_until(lambda: uncommitted_records_pending(kafka_bootstrap, source), 60, "records")
+        replay.send_signal(signal.SIGTERM)
+        stdout, stderr = replay.communicate(timeout=60)
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+            replay.wait()
+    assert replay.returncode == 4, stderr
+    report = orjson.loads(stdout)
+    assert report["interrupted"]
+    assert 0 < report["read"] < len(specs)
+    stopped_at = committed_offsets(kafka_bootstrap, group, dlq)[0]
+    assert stopped_at == report["read"]  # what it replayed is committed, nothing more
+    replayed_first = read_topic(kafka_bootstrap, source)
+    assert len(replayed_first) == report["replayed"]
+    assert len(read_topic(kafka_bootstrap, source, "read_uncommitted")) == len(replayed_first)
+
+    resumed = dlq_command(*args, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert orjson.loads(resumed.stdout)["read"] == len(specs) - stopped_at
+    keys = sorted(m.key() for m in read_topic(kafka_bootstrap, source))
+    assert keys == sorted(s.key for s in specs)

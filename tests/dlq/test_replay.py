@@ -173,6 +173,9 @@ class FakeWriter:
     def abort(self) -> None:
         self.calls.append(("abort",))
 
+    def abort_quietly(self) -> None:
+        self.calls.append(("abort",))
+
 
 def replayer(reader: FakeReader, writer: FakeWriter | None, **options: Any) -> Replayer:
     defaults: dict[str, Any] = {"selection": Selection(), "max_replays": 3, "batch_size": 3}
@@ -245,6 +248,22 @@ def test_a_missing_target_topic_aborts_before_anything_is_committed() -> None:
     assert writer.calls == [("init",), ("begin",), ("abort",)]
 
 
+class FailingWriter(FakeWriter):
+    def commit(self, topic: str, offsets: dict[int, int], metadata: Any) -> None:
+        raise ReplayError("committing the transaction: broker says no")
+
+
+def test_a_failed_commit_aborts_the_batch_and_counts_nothing_of_it() -> None:
+    reader = FakeReader([letter(n) for n in range(5)])
+    writer = FailingWriter(reader)
+    run = replayer(reader, writer)
+    with pytest.raises(ReplayError, match="broker says no"):
+        run.run(threading.Event())
+    assert writer.calls[-1] == ("abort",)
+    assert run.report.read == 0
+    assert run.report.replayed == {}
+
+
 def test_a_stop_mid_batch_commits_what_was_replayed_and_no_further() -> None:
     stop = threading.Event()
     reader = FakeReader([letter(n) for n in range(6)])
@@ -254,6 +273,19 @@ def test_a_stop_mid_batch_commits_what_was_replayed_and_no_further() -> None:
     assert [c[3] for c in writer.calls if c[0] == "produce"] == [0, 1]
     assert report.interrupted
     assert report.read == 2
+
+
+def test_a_stop_during_a_pause_produces_nothing_more() -> None:
+    stop = threading.Event()
+    clock = FakeClock()
+    reader = FakeReader([letter(n) for n in range(4)])
+    writer = FakeWriter(reader)
+    pacer = Pacer(1.0, clock, lambda _seconds: stop.set())  # the stop arrives while waiting
+    options = ReplayOptions(Selection(), max_replays=3, batch_size=4)
+    report = Replayer(reader, writer, options, "g", pacer=pacer).run(stop)  # type: ignore[arg-type]
+    assert [c[3] for c in writer.calls if c[0] == "produce"] == [0]
+    assert writer.calls[-1] == ("commit", "dlq", {0: 1})
+    assert report.interrupted
 
 
 def test_a_dry_run_produces_and_commits_nothing_and_counts_the_same() -> None:
@@ -328,7 +360,7 @@ def test_writer_retries_a_retriable_commit() -> None:
     assert producer.calls == ["offsets [(0, 5)]", "commit", "commit"]
 
 
-def test_writer_aborts_and_names_the_failed_delivery() -> None:
+def test_writer_names_the_failed_delivery() -> None:
     failed = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large")
     producer = FakeProducer(
         [KafkaError(KafkaError._STATE, "delivery failed", txn_requires_abort=True)], failed
@@ -338,11 +370,9 @@ def test_writer_aborts_and_names_the_failed_delivery() -> None:
     writer.produce("orders", None, letter(0))
     with pytest.raises(ReplayError, match="delivery to orders failed: too large"):
         writer.commit("dlq", {0: 1}, None)
-    assert producer.calls[-1] == "abort"
 
 
 def test_writer_says_when_another_replay_fenced_it() -> None:
     producer = FakeProducer([KafkaError(KafkaError._FENCED, "fenced", fatal=True)])
     with pytest.raises(ReplayError, match="another replay with the same group started"):
         TransactionalWriter(producer).commit("dlq", {0: 1}, None)
-    assert "abort" not in producer.calls  # a fenced producer cannot abort
