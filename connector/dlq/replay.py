@@ -294,7 +294,7 @@ class Replayer:
         self.report = ReplayReport(reader.topic, group, options.dry_run)
         self._on_progress = on_progress
         self._pacer = pacer
-        self._partitions: dict[str, int | None] = {}  # target topic → partition count
+        self._partitions: dict[str, int] = {}  # target topic → partition count
 
     def run(self, stop: threading.Event) -> ReplayReport:
         reader, writer, report = self.reader, self.writer, self.report
@@ -362,11 +362,10 @@ class Replayer:
             if count is None:
                 raise ReplayError(f"target topic {target} does not exist")
             self._partitions[target] = count
-        count = self._partitions[target]
         original = letter.source_partition
-        if target != letter.source_topic or original is None or count is None:
+        if target != letter.source_topic or original is None:
             return None
-        return original if original < count else None
+        return original if original < self._partitions[target] else None
 
 
 def open_replayer(
