@@ -6,12 +6,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, get_args
 
 import click
 import orjson
 
 from connector import __version__
+from connector.errors import Stage
 from connector.settings import ConfigError, Settings, load_settings, masked, reference_markdown
 
 if TYPE_CHECKING:
@@ -230,7 +231,7 @@ def selection_options(command: Callable[..., None]) -> Callable[..., None]:
             "--stage",
             "stages",
             multiple=True,
-            type=click.Choice(["decode", "map", "validate", "api"]),
+            type=click.Choice(get_args(Stage)),
             help="Only letters of this stage (repeatable).",
         ),
         click.option(
