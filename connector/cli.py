@@ -4,17 +4,24 @@ loads what it needs and hands over to the module that does the work."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, get_args
 
 import click
 import orjson
 
 from connector import __version__
+from connector.errors import Stage
 from connector.settings import ConfigError, Settings, load_settings, masked, reference_markdown
+
+if TYPE_CHECKING:
+    from connector.dlq.selection import Selection
 
 #: Exit status for an invalid configuration or mapping (as for a usage error).
 EXIT_CONFIG = 2
+
+_Client = TypeVar("_Client")
 
 config_option = click.option(
     "--config",
@@ -212,3 +219,345 @@ def map_records(
     if failed:
         click.echo(f"{failed} line(s) failed", err=True)
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------- dlq
+
+#: `dlq` exit statuses besides 0 and EXIT_CONFIG (docs/dead-letters.md).
+EXIT_DLQ_REFUSED = 1  # replay: some selected letters were refused
+EXIT_DLQ_KAFKA = 3  # the topic is missing, the brokers failed, or a transaction failed
+EXIT_DLQ_INTERRUPTED = 4  # replay: stopped by SIGINT/SIGTERM; the same command resumes
+
+
+def examples(*lines: str) -> str:
+    """A help epilog listing example command lines, kept unwrapped."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@main.group(
+    short_help="Inspect the dead-letter topic; replay chosen dead letters.",
+    epilog=examples(
+        "aep-connector dlq inspect --config config.yaml",
+        "aep-connector dlq replay --config config.yaml --stage api --dry-run",
+    ),
+)
+def dlq() -> None:
+    """Inspect the dead-letter topic and replay chosen dead letters to their topics.
+
+    Both read the worker's configuration (--config and AEP_CONNECTOR_* variables) for the
+    Kafka connection and the topic name.
+
+    \b
+    More in docs/dead-letters.md: the headers, both commands, the replay guarantees.
+    """
+
+
+def selection_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The filters shared by `dlq inspect` and `dlq replay`."""
+    options = [
+        click.option(
+            "--topic",
+            help="Dead-letter topic to read (default: dead_letter.topic of the configuration).",
+        ),
+        click.option(
+            "--stage",
+            "stages",
+            multiple=True,
+            type=click.Choice(get_args(Stage)),
+            help="Only letters of this stage (repeatable).",
+        ),
+        click.option(
+            "--class",
+            "error_classes",
+            multiple=True,
+            metavar="CLASS",
+            help="Only letters of this error class, e.g. api_rejected (repeatable).",
+        ),
+        click.option(
+            "--source-topic",
+            "source_topics",
+            multiple=True,
+            metavar="TOPIC",
+            help="Only letters from this topic (repeatable).",
+        ),
+        click.option(
+            "--mapping",
+            "mappings",
+            multiple=True,
+            help="Only letters of this mapping (repeatable).",
+        ),
+        click.option(
+            "--since",
+            metavar="TIME",
+            help="Only letters dead-lettered at or after TIME: ISO 8601 (UTC unless a zone is "
+            "given) or a duration ago (90s, 15m, 2h, 7d).",
+        ),
+        click.option("--until", metavar="TIME", help="Only letters dead-lettered before TIME."),
+        click.option(
+            "--offsets",
+            multiple=True,
+            metavar="[P:]FIRST-LAST",
+            help="Only letters at these offsets of the dead-letter topic, ends inclusive and "
+            "optional (0:100-199, 0:100-, -99, 2:42; repeatable).",
+        ),
+        click.option(
+            "--source-offsets",
+            multiple=True,
+            metavar="[P:]FIRST-LAST",
+            help="Only letters whose original record was at these offsets (repeatable).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def kafka_client_or_exit(make: Callable[[], _Client]) -> _Client:
+    """Create Kafka clients; librdkafka refuses bad properties at once: exit 2 saying which."""
+    from confluent_kafka import KafkaException
+
+    try:
+        return make()
+    except KafkaException as exc:
+        click.echo(f"invalid Kafka client configuration: {exc.args[0].str()}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def build_selection(filters: dict[str, Any]) -> Selection:
+    """The Selection the filter options describe; a usage error (exit 2) when one is bad."""
+    import time
+
+    from connector.dlq.selection import Selection, parse_offset_range, parse_time
+
+    now_ms = time.time_ns() // 1_000_000
+
+    def parsed(name: str, parse: Callable[[str], Any], text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"--{name}") from None
+
+    def moment(name: str) -> int | None:
+        text = filters[name]
+        return None if text is None else parsed(name, lambda t: parse_time(t, now_ms), text)
+
+    return Selection(
+        stages=frozenset(filters["stages"]),
+        error_classes=frozenset(filters["error_classes"]),
+        source_topics=frozenset(filters["source_topics"]),
+        mappings=frozenset(filters["mappings"]),
+        since_ms=moment("since"),
+        until_ms=moment("until"),
+        offsets=tuple(parsed("offsets", parse_offset_range, t) for t in filters["offsets"]),
+        source_offsets=tuple(
+            parsed("source-offsets", parse_offset_range, t) for t in filters["source_offsets"]
+        ),
+    )
+
+
+@dlq.command(
+    "inspect",
+    short_help="Summarise the dead-letter topic (no payloads by default).",
+    epilog=examples(
+        "aep-connector dlq inspect --config config.yaml",
+        "aep-connector dlq inspect --stage api --since 2h --show-payloads --limit 5",
+    ),
+)
+@config_option
+@selection_options
+@click.option(
+    "--show-payloads",
+    is_flag=True,
+    help="Also print every selected letter (key, value, all headers) as a JSON line.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=0), help="With --show-payloads: at most this many."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def dlq_inspect(
+    config_file: Path | None,
+    topic: str | None,
+    show_payloads: bool,
+    limit: int | None,
+    as_json: bool,
+    **filters: Any,
+) -> None:
+    """Read the whole dead-letter topic and summarise the selected letters: counts by stage,
+    error class, source topic and mapping; per combination of those the first and last
+    dead-letter time, offsets and a sample reason (the error message header, which may quote
+    field values). Payloads are printed only with --show-payloads, as JSON lines before the
+    summary. Joins no consumer group and commits nothing.
+
+    Exit status: 0 done, 2 invalid configuration or option, 3 Kafka failure (topic missing,
+    brokers unreachable).
+    """
+    import uuid
+
+    from connector.dlq.letter import DeadLetter
+    from connector.dlq.reader import DeadLetterTopicError, open_reader
+    from connector.dlq.summary import payload_line, render_text, summarize
+
+    settings = load_or_exit(config_file)
+    selection = build_selection(filters)
+    topic = topic or settings.dead_letter.topic
+    out = sys.stdout.buffer
+    shown = 0
+
+    def show(letter: DeadLetter) -> None:
+        nonlocal shown
+        if show_payloads and (limit is None or shown < limit):
+            out.write(payload_line(letter) + b"\n")
+            shown += 1
+
+    # A group id of its own, never used to join or commit: librdkafka requires one.
+    group = f"{settings.kafka.client_id}-dlq-inspect-{uuid.uuid4()}"
+    reader = kafka_client_or_exit(lambda: open_reader(settings, topic, group))
+    try:
+        summary = summarize(topic, reader.read(reader.spans(), 1000), selection, show)
+    except DeadLetterTopicError as exc:
+        click.echo(f"dlq inspect: {exc}", err=True)
+        sys.exit(EXIT_DLQ_KAFKA)
+    finally:
+        reader.close()
+    out.flush()
+    if as_json:
+        click.echo(orjson.dumps(summary.as_dict()).decode())
+    else:
+        click.echo(render_text(summary, selection.describe()), nl=False)
+
+
+@dlq.command(
+    "replay",
+    short_help="Re-produce chosen dead letters to their original topics.",
+    epilog=examples(
+        "aep-connector dlq replay --config config.yaml --stage api --since 2024-05-01 --dry-run",
+        "aep-connector dlq replay --config config.yaml --class api_rejected --mapping orders",
+    ),
+)
+@config_option
+@selection_options
+@click.option(
+    "--to-topic", help="Produce every replayed letter to this topic instead of its original one."
+)
+@click.option(
+    "--group",
+    help="Replay consumer group: its committed offsets on the dead-letter topic say what was "
+    "replayed (default: replay.group_id, else <kafka.group_id>-dlq-replay).",
+)
+@click.option(
+    "--max-replays",
+    type=click.IntRange(min=0),
+    help="Refuse letters already replayed this many times (default: replay.max_replays).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    help="Letters per transaction (default: replay.batch_size).",
+)
+@click.option(
+    "--max-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Replay at most this many letters per second.",
+)
+@click.option(
+    "--keep-timestamps",
+    is_flag=True,
+    help="Give replayed records their original timestamps (default: the replay's). Records "
+    "older than the target topic's retention are then deleted at its next retention check.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; produce nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+def dlq_replay(
+    config_file: Path | None,
+    topic: str | None,
+    to_topic: str | None,
+    group: str | None,
+    max_replays: int | None,
+    batch_size: int | None,
+    max_rate: float | None,
+    keep_timestamps: bool,
+    dry_run: bool,
+    as_json: bool,
+    **filters: Any,
+) -> None:
+    """Re-produce the selected dead letters to their original topic (the source.topic header)
+    and partition, or to --to-topic: original key, value and headers, without the worker's
+    aep.dlq.* headers, with aep.replay.count incremented. Reads from the replay
+    group's committed offsets to the end of the topic as it was at the start; each batch's
+    records and offsets are committed in one Kafka transaction, so an interrupted replay
+    resumes where it stopped and replays nothing twice. Every letter read counts as done for
+    the group, selected or not: use another --group to read the topic again. Progress goes to
+    stderr, the report to stdout.
+
+    Exit status: 0 done, 1 done but letters were refused (replay limit, no source topic),
+    2 invalid configuration or option, 3 Kafka failure (nothing past the last committed batch
+    was committed; run again to resume), 4 interrupted by SIGINT/SIGTERM (run again to resume).
+    """
+    import signal
+    import threading
+    import time
+    from signal import SIGINT, SIGTERM
+
+    from connector.dlq.reader import DeadLetterTopicError
+    from connector.dlq.replay import (
+        ReplayError,
+        ReplayOptions,
+        ReplayReport,
+        open_replayer,
+        progress_line,
+        render_report,
+    )
+
+    settings = load_or_exit(config_file)
+    selection = build_selection(filters)
+    replay = settings.replay
+    group = group or replay.group_id or f"{settings.kafka.group_id}-dlq-replay"
+    if group == settings.kafka.group_id:
+        raise click.BadParameter(
+            "the replay group must differ from the worker's (kafka.group_id)",
+            param_hint="--group",
+        )
+    options = ReplayOptions(
+        selection=selection,
+        max_replays=replay.max_replays if max_replays is None else max_replays,
+        to_topic=to_topic,
+        batch_size=batch_size or replay.batch_size,
+        max_rate=max_rate,
+        dry_run=dry_run,
+        keep_timestamps=keep_timestamps,
+    )
+    last_progress = 0.0
+
+    def progress(report: ReplayReport) -> None:
+        nonlocal last_progress
+        now = time.monotonic()
+        if now - last_progress >= 1.0 or report.read == report.to_read:
+            click.echo(progress_line(report), err=True)
+            last_progress = now
+
+    replayer = kafka_client_or_exit(
+        lambda: open_replayer(
+            settings, topic or settings.dead_letter.topic, group, options, progress
+        )
+    )
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda _s, _f: stop.set()) for s in (SIGINT, SIGTERM)}
+    status = 0
+    try:
+        report = replayer.run(stop)
+    except (ReplayError, DeadLetterTopicError) as exc:
+        click.echo(f"dlq replay: {exc}", err=True)
+        report, status = replayer.report, EXIT_DLQ_KAFKA
+    finally:
+        replayer.reader.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if as_json:
+        click.echo(orjson.dumps(report.as_dict()).decode())
+    else:
+        click.echo(render_report(report, selection.describe(), options.max_replays), nl=False)
+    if status == 0 and report.interrupted:
+        status = EXIT_DLQ_INTERRUPTED
+    elif status == 0 and report.refused:
+        status = EXIT_DLQ_REFUSED
+    sys.exit(status)

@@ -250,6 +250,39 @@ class DeadLetterSettings(_Section):
     )
 
 
+class ReplaySettings(_Section):
+    """`aep-connector dlq replay`: its progress on the dead-letter topic and its limits."""
+
+    group_id: str | None = Field(
+        default=None,
+        description=(
+            "Consumer group whose committed offsets on the dead-letter topic record what was "
+            "replayed, so an interrupted replay resumes; unset: `<kafka.group_id>-dlq-replay`. "
+            "Must differ from kafka.group_id."
+        ),
+    )
+    max_replays: int = Field(
+        default=3,
+        ge=0,
+        description="Refuse to replay a record that has already been replayed this many times.",
+    )
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Dead letters per transaction (replayed records and offsets commit together).",
+    )
+    transaction_timeout_ms: int = Field(
+        default=30_000,
+        ge=1_000,
+        le=900_000,
+        description=(
+            "How long a killed replay's open transaction holds back read_committed consumers of "
+            "the target partitions, unless the next replay of the group aborts it sooner."
+        ),
+    )
+
+
 class OpsSettings(_Section):
     """The operations endpoint: metrics and probes."""
 
@@ -323,6 +356,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
     mappings_dir: Path = Field(default=Path("mappings"), description="Mapping files directory.")
     mapping: MappingSettings = Field(default_factory=MappingSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
@@ -506,5 +540,6 @@ def reference_markdown() -> str:
         key = ".".join(path)
         shown = f"`{default}`" if default else ""
         cell = description.replace("|", "\\|")
-        lines.append(f"| `{env_var_name(path)}` | `{key}` | {type_name} | {shown} | {cell} |")
+        kind = type_name.replace("|", "\\|")
+        lines.append(f"| `{env_var_name(path)}` | `{key}` | {kind} | {shown} | {cell} |")
     return "\n".join(lines) + "\n"
