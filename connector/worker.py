@@ -48,9 +48,10 @@ from connector.source.decode import (
     ConfluentAvroDecoder,
     Decoder,
     FixedAvroDecoder,
+    JsonDecoder,
     RegistrySchemas,
-    decode_json,
 )
+from connector.source.limits import DecodeLimits
 
 log = get_logger("worker")
 
@@ -396,13 +397,15 @@ class Worker:
         return route
 
     def _decoder_for(self, mapping: CompiledMapping) -> Decoder:
+        decoding = self.settings.decoding
+        limits = DecodeLimits(decoding.max_value_bytes, decoding.max_depth, decoding.max_values)
         if mapping.source_format == "json":
-            return decode_json
+            return JsonDecoder(limits)
         if mapping.source_format == "avro-schema":
             assert mapping.schema_path is not None
             path = mapping.schema_path
             if path not in self._fixed_avro:
-                self._fixed_avro[path] = FixedAvroDecoder(path)
+                self._fixed_avro[path] = FixedAvroDecoder(path, limits)
             return self._fixed_avro[path]
         if self._avro is None:
             kafka = self.settings.kafka
@@ -416,7 +419,9 @@ class Worker:
                     for k, v in kafka.schema_registry_secret_properties.items()
                 },
             }
-            self._avro = ConfluentAvroDecoder(RegistrySchemas(config))
+            self._avro = ConfluentAvroDecoder(
+                RegistrySchemas(config), limits, decoding.unknown_schema_ttl_s
+            )
         return self._avro
 
     def _decode(self, decoder: Decoder, value: bytes) -> Any:
