@@ -115,7 +115,7 @@ def test_a_plain_schema_is_read_by_fastavro_a_recursive_one_is_not() -> None:
 
 def test_a_datum_too_large_to_rule_out_too_many_values_goes_to_the_counting_reader() -> None:
     schema = AvroSchema({"type": "array", "items": "long"}, DecodeLimits(max_values=1000))
-    assert schema.uses_c_reader(900)  # at most 1 + 900 items... minus the count byte
+    assert schema.uses_c_reader(999)  # at most the array and one long per byte: 1,000 values
     assert not schema.uses_c_reader(1000)
 
 
