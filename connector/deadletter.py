@@ -86,37 +86,57 @@ class DeadLetterWriter(Generic[T]):
         self._queue_full_timeout_s = queue_full_timeout_s
         self._clock = clock
         self._confirmed: list[T] = []
+        self._oversized: list[tuple[SourceRecord, DeadLetter, T]] = []
         self.pending = 0
         self.failure: str | None = None  # set when a delivery failed for good
 
     def send(
-        self, record: SourceRecord, letter: DeadLetter, token: T, stop: threading.Event
+        self,
+        record: SourceRecord,
+        letter: DeadLetter,
+        token: T,
+        stop: threading.Event,
+        without_value: bool = False,
     ) -> bool:
         """Queue `record` with the context headers of `letter`; `token` comes back from poll()
         once Kafka has it. False when `stop` was set while the producer's queue was full (the
-        record stays unfinished); HaltError when the queue stays full too long."""
+        record stays unfinished); HaltError when the queue stays full too long.
+
+        A record too large for the producer or the topic is sent again without its value,
+        with a header giving the value's size: the stream goes on, and the record can still be
+        found at its source offset.
+        """
 
         def delivered(error: KafkaError | None, _message: object) -> None:
             self.pending -= 1
             if error is not None:
+                if _too_large(error) and not without_value:
+                    self._oversized.append((record, letter, token))
+                    return
                 self.failure = f"dead-letter write to {self.topic} failed: {error}"
                 return
             self._metrics.records_dead_lettered.labels(letter.stage, letter.error_class).inc()
             self._confirmed.append(token)
 
         headers = [*record.headers, *context_headers(record, letter)]
+        value = record.value
+        if without_value:
+            size = 0 if record.value is None else len(record.value)
+            headers.append((HEADER_PREFIX + "value.omitted", str(size).encode()))
+            value = None
         give_up_at: float | None = None
         while True:
             try:
                 self._producer.produce(
-                    self.topic,
-                    key=record.key,
-                    value=record.value,
-                    headers=headers,
-                    on_delivery=delivered,
+                    self.topic, key=record.key, value=value, headers=headers, on_delivery=delivered
                 )
                 self.pending += 1
                 return True
+            except KafkaException as exc:
+                if not _too_large(exc.args[0]) or without_value:
+                    raise HaltError(f"dead-letter write to {self.topic} failed: {exc}") from None
+                self._warn_oversized(record)
+                return self.send(record, letter, token, stop, without_value=True)
             except BufferError:
                 # The local queue is full (the brokers are slow or away): let deliveries drain,
                 # but never for ever, and not past a stop.
@@ -139,13 +159,34 @@ class DeadLetterWriter(Generic[T]):
 
     def flush(self, timeout_s: float) -> list[T]:
         self._producer.flush(timeout_s)
-        return self._take_confirmed()
+        confirmed = self._take_confirmed()  # sends oversized ones again without their value
+        if self.pending:
+            self._producer.flush(timeout_s)
+            confirmed += self._take_confirmed()
+        return confirmed
 
     def _take_confirmed(self) -> list[T]:
         if self.failure is not None:
             raise HaltError(self.failure)
+        oversized, self._oversized = self._oversized, []
+        for record, letter, token in oversized:
+            self._warn_oversized(record)
+            self.send(record, letter, token, _NEVER, without_value=True)
         confirmed, self._confirmed = self._confirmed, []
         return confirmed
+
+    def _warn_oversized(self, record: SourceRecord) -> None:
+        log.warning(
+            "record too large for the dead-letter topic: dead-lettered without its value",
+            extra={
+                "fields": {
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "bytes": 0 if record.value is None else len(record.value),
+                }
+            },
+        )
 
     def check_topic(self, timeout_s: float = 10.0) -> None:
         """Refuse to start when the brokers say the dead-letter topic does not exist.
@@ -167,6 +208,15 @@ class DeadLetterWriter(Generic[T]):
                 f"dead-letter topic {self.topic!r} is not available "
                 f"({topic.error if topic else 'missing'}); create it before starting"
             )
+
+
+_NEVER = threading.Event()
+
+
+def _too_large(error: KafkaError) -> bool:
+    """Whether the producer (locally) or the broker (the topic's max.message.bytes) refused a
+    message for its size."""
+    return bool(error.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE))
 
 
 class CircuitBreaker:

@@ -27,9 +27,10 @@ from connector.source.decode import (
     ConfluentAvroDecoder,
     Decoder,
     FixedAvroDecoder,
+    JsonDecoder,
     RegistrySchemas,
-    decode_json,
 )
+from connector.source.limits import DecodeLimits
 
 TOMBSTONE = DeadLetter("decode", "tombstone", "tombstone (null value)")
 
@@ -145,6 +146,11 @@ class Routes:
         self._metrics = metrics
         self._routes: dict[str, Route] = {}
         self._targets: dict[str, Target] = {}
+        decoding = settings.decoding
+        self._limits = DecodeLimits(
+            decoding.max_value_bytes, decoding.max_depth, decoding.max_values
+        )
+        self._json = JsonDecoder(self._limits)
         self._avro: ConfluentAvroDecoder | None = None
         self._fixed_avro: dict[Path, FixedAvroDecoder] = {}
 
@@ -185,12 +191,12 @@ class Routes:
 
     def _decoder_for(self, mapping: CompiledMapping) -> Decoder:
         if mapping.source_format == "json":
-            return decode_json
+            return self._json
         if mapping.source_format == "avro-schema":
             assert mapping.schema_path is not None
             path = mapping.schema_path
             if path not in self._fixed_avro:
-                self._fixed_avro[path] = FixedAvroDecoder(path)
+                self._fixed_avro[path] = FixedAvroDecoder(path, self._limits)
             return self._fixed_avro[path]
         if self._avro is None:
             kafka = self._settings.kafka
@@ -204,7 +210,9 @@ class Routes:
                     for k, v in kafka.schema_registry_secret_properties.items()
                 },
             }
-            self._avro = ConfluentAvroDecoder(RegistrySchemas(config))
+            self._avro = ConfluentAvroDecoder(
+                RegistrySchemas(config), self._limits, self._settings.decoding.unknown_schema_ttl_s
+            )
         return self._avro
 
     def connections(self) -> set[str]:

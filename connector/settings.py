@@ -106,6 +106,45 @@ class KafkaSettings(_Section):
     )
 
 
+class DecodingSettings(_Section):
+    """Bounds on decoding record values, so that no record's bytes can crash or exhaust the
+    worker; a record beyond one is dead-lettered (stage `decode`) with the bound as reason."""
+
+    max_value_bytes: int = Field(
+        default=1_572_864,
+        ge=1024,
+        description=(
+            "Record values larger than this are dead-lettered (too_large) without being "
+            "decoded. The API takes at most 1 MB per message; the default is 1.5 MiB."
+        ),
+    )
+    max_depth: int = Field(
+        default=100,
+        ge=1,
+        le=200,
+        description=(
+            "Deepest nesting of objects, arrays, maps and Avro records in a decoded value; "
+            "deeper values are dead-lettered (too_deep)."
+        ),
+    )
+    max_values: int = Field(
+        default=250_000,
+        ge=1,
+        description=(
+            "Most values in one decoded record, each scalar, object, array and map and each "
+            "of their items counting one; more are dead-lettered (too_many_values)."
+        ),
+    )
+    unknown_schema_ttl_s: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "How long a schema id the registry does not know is remembered; records carrying "
+            "it meanwhile are dead-lettered (unknown_schema) without asking again."
+        ),
+    )
+
+
 class AuthSettings(_Section):
     """Server-to-server OAuth (client credentials) for inlets created with authentication."""
 
@@ -352,6 +391,7 @@ class Settings(BaseSettings):
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    decoding: DecodingSettings = Field(default_factory=DecodingSettings)
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
