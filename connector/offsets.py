@@ -68,6 +68,13 @@ class PartitionState:
         """Records consumed but not finished."""
         return len(self._remaining)
 
+    def skip_to(self, position: int) -> None:
+        """The consumer's position passed offsets that are no records (transaction markers):
+        with nothing unfinished, the commit position may follow it."""
+        if not self._remaining and position > self.last_added:
+            self.last_added = position - 1
+            self.position = position
+
     def first_unfinished(self) -> int:
         """The lowest offset not yet finished (one past the last added when all are)."""
         return self._order[0] if self._order else self.last_added + 1

@@ -197,6 +197,7 @@ class Worker:
         self.breaker.raise_if_open()
         self._backpressure()
         if self.clock() - self._last_commit >= kafka.commit_interval_ms / 1000:
+            self._follow_markers()
             self._commit(asynchronous=True)
         self.last_turn = self.clock()
 
@@ -412,6 +413,27 @@ class Worker:
             return
         self._on_commit(None, committed or [])
 
+    def _follow_markers(self) -> None:
+        """A transaction's commit marker takes an offset the consumer never returns: without
+        this, an idle partition's committed offset would stay one short of its end (lag 1).
+
+        Only between turns, when every record consume() returned has been taken: the
+        consumer's position may then be past the last record only by such markers.
+        """
+        idle = [
+            TopicPartition(topic, partition)
+            for topic, partition in self.tracker.keys()
+            if (state := self.tracker.state((topic, partition))) is not None
+            and state.pending == 0
+            and state.last_added >= 0
+        ]
+        if not idle:
+            return
+        for tp in self.consumer.position(idle):
+            state = self.tracker.state((tp.topic, tp.partition))
+            if state is not None and tp.offset >= 0:
+                state.skip_to(tp.offset)
+
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:
             self.metrics.commits.labels("error").inc()
@@ -520,6 +542,7 @@ class Worker:
         self.dispatcher.cancel()
         remaining = max(1.0, deadline - self.clock())
         self._confirm(self.dead_letters.flush(remaining))
+        self._follow_markers()
         self._commit(asynchronous=False)
         self._close()
         log.info("stopped", extra={"fields": {"unfinished": self.tracker.pending}})

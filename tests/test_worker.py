@@ -377,6 +377,20 @@ def test_api_down_pauses_consumption_and_keeps_polling(tmp_path: Path) -> None:
     assert value(worker.metrics.paused_partitions) == 0
 
 
+def test_an_idle_partition_commits_past_a_transaction_marker(tmp_path: Path) -> None:
+    """Records written in a transaction are followed by a marker that takes an offset and is
+    never delivered: the committed offset must still reach the end (lag 0)."""
+    steps: list[Step | Until] = [
+        produce(0, range(0, 3)),
+        lambda s: s.broker.commit_marker(TOPIC, 0),
+        Until(lambda: script.position(0) == 3),
+        Until(lambda: script.committed(0) == 4),
+    ]
+    worker, script, _ = make_worker(tmp_path, steps)
+    assert worker.run() == EXIT_OK
+    assert script.committed(0) == 4
+
+
 # ---------------------------------------------------------------------------- issue 10 edges
 
 

@@ -42,10 +42,12 @@ class FakeMessage:
         headers: list[tuple[str, bytes]] | None = None,
         timestamp_ms: int = 1_700_000_000_000,
         error: KafkaError | None = None,
+        control: bool = False,
     ) -> None:
         self._topic, self._partition, self._offset = topic, partition, offset
         self._key, self._value, self._headers = key, value, headers
         self._timestamp_ms, self._error = timestamp_ms, error
+        self.control = control
 
     def error(self) -> KafkaError | None:
         return self._error
@@ -98,6 +100,12 @@ class FakeBroker:
             log.append(FakeMessage(topic, partition, len(log), key, value, headers))
         with self.activity:
             self.activity.notify_all()
+
+    def commit_marker(self, topic: str, partition: int = 0) -> None:
+        """A transaction's commit marker: it takes an offset, and consumers never see it (their
+        position moves past it)."""
+        log = self.logs[topic][partition]
+        log.append(FakeMessage(topic, partition, len(log), None, None, control=True))
 
     def truncate(self, topic: str, partition: int, offset: int) -> None:
         """The log loses everything from `offset` (an unclean leader election); new records
@@ -346,7 +354,7 @@ class FakeConsumer:
             start = self.fetch[key]
             chunk = log[start : start + max(0, limit - len(messages))]
             if chunk:
-                messages += chunk
+                messages += [m for m in chunk if not m.control]
                 self.fetch[key] = start + len(chunk)
                 self.consumed[key] = self.fetch[key]
         return messages
