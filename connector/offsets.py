@@ -113,6 +113,9 @@ class OffsetTracker:
     def keys(self) -> list[PartitionKey]:
         return list(self._states)
 
+    def states(self) -> list[PartitionState]:
+        return list(self._states.values())
+
     def commit_positions(self, keys: list[PartitionKey] | None = None) -> dict[PartitionKey, int]:
         """Positions that moved since the last commit (for all partitions, or for `keys`)."""
         chosen = (

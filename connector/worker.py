@@ -421,11 +421,9 @@ class Worker:
         consumer's position may then be past the last record only by such markers.
         """
         idle = [
-            TopicPartition(topic, partition)
-            for topic, partition in self.tracker.keys()
-            if (state := self.tracker.state((topic, partition))) is not None
-            and state.pending == 0
-            and state.last_added >= 0
+            TopicPartition(*state.key)
+            for state in self.tracker.states()
+            if state.pending == 0 and state.last_added >= 0
         ]
         if not idle:
             return
