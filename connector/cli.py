@@ -393,7 +393,7 @@ def dlq_inspect(
     """
     import uuid
 
-    from connector.dlq.letter import DeadLetter
+    from connector.dlq.letter import StoredLetter
     from connector.dlq.reader import DeadLetterTopicError, open_reader
     from connector.dlq.summary import payload_line, render_text, summarize
 
@@ -403,7 +403,7 @@ def dlq_inspect(
     out = sys.stdout.buffer
     shown = 0
 
-    def show(letter: DeadLetter) -> None:
+    def show(letter: StoredLetter) -> None:
         nonlocal shown
         if show_payloads and (limit is None or shown < limit):
             out.write(payload_line(letter) + b"\n")

@@ -11,6 +11,7 @@ whole stream into the dead-letter topic: past a ratio or a run of dead letters i
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -118,6 +119,8 @@ class DeadLetterWriter(Generic[T]):
             self._metrics.records_dead_lettered.labels(letter.stage, letter.error_class).inc()
             self._confirmed.append(token)
 
+        if not without_value:
+            _log_dead_letter(record, letter)
         headers = [*record.headers, *context_headers(record, letter)]
         value = record.value
         if without_value:
@@ -211,6 +214,21 @@ class DeadLetterWriter(Generic[T]):
 
 
 _NEVER = threading.Event()
+
+
+def _log_dead_letter(record: SourceRecord, letter: DeadLetter) -> None:
+    fields: dict[str, object] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "stage": letter.stage,
+        "reason": letter.error_class,
+        "status": letter.status,
+        "mapping": letter.mapping,
+    }
+    if log.isEnabledFor(logging.DEBUG):  # error texts can quote field values (a payload)
+        fields["error"] = letter.message[:300]
+    log.warning("dead-lettering record", extra={"fields": fields})
 
 
 def _too_large(error: KafkaError) -> bool:

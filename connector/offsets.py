@@ -22,7 +22,16 @@ PartitionKey = tuple[str, int]
 class PartitionState:
     """Finished and unfinished offsets of one assignment of one partition."""
 
-    __slots__ = ("_order", "_remaining", "active", "committed", "key", "last_added", "position")
+    __slots__ = (
+        "_order",
+        "_remaining",
+        "active",
+        "committed",
+        "key",
+        "last_added",
+        "may_refetch",
+        "position",
+    )
 
     def __init__(self, key: PartitionKey) -> None:
         self.key = key
@@ -32,6 +41,8 @@ class PartitionState:
         self.position: int | None = None  # next offset to commit (last finished + 1)
         self.committed: int | None = None  # last position handed to a commit
         self.last_added: int = -1
+        #: Resumed since the last record was added: the client may deliver a range again.
+        self.may_refetch = False
 
     def add(self, offset: int, parts: int) -> None:
         """Track a consumed record that will be finished by `parts` results (0: finished now)."""

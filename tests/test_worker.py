@@ -424,7 +424,7 @@ def test_edge1_identity_service_failing_while_renewing_is_retried(tmp_path: Path
 def test_edge1_an_unexpected_error_stops_cleanly_and_commits_what_is_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import connector.worker as worker_module
+    import connector.intake as worker_module
 
     real = worker_module.process
     calls = {"n": 0}
@@ -537,7 +537,7 @@ def test_edge3_a_partition_revoked_while_paused_is_fetched_when_it_comes_back(
     steps: list[Step | Until] = [
         produce(0, range(0, 40)),
         produce(1, range(0, 40)),
-        Until(lambda: script.worker.backpressure),
+        Until(lambda: script.worker.flow.backpressure),
         lambda s: s.join(),  # scale out during the outage
         Until(
             lambda: (script.others[0].consume(10, 0) or True) and len(script.consumer.owned) == 1
@@ -695,8 +695,8 @@ def test_edge9_records_fetched_again_right_after_a_resume_are_skipped(tmp_path: 
 
     def pause_resume_and_refetch(s: Script) -> None:
         keys = s.consumer.assignment()
-        s.worker._pause(keys)
-        s.worker._resume(keys)
+        s.worker.flow._pause(keys)
+        s.worker.flow._resume(keys)
         s.consumer.reset(TOPIC, 0, 1)  # the client delivers offsets 1..3 again
 
     steps: list[Step | Until] = [

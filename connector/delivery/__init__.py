@@ -1,1 +1,56 @@
 """Getting envelopes to the API: batching, the HTTP client, tokens, and reading the answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from connector.delivery.auth import TokenProvider
+from connector.delivery.backoff import BackoffPolicy
+from connector.delivery.dispatcher import Dispatcher
+from connector.delivery.sender import ApiHealth, Sender
+from connector.metrics import Metrics
+from connector.settings import Settings
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    """The API client: kept-alive connections, one per request slot and one for tokens."""
+    platform = settings.platform
+    connections = settings.batching.max_in_flight_requests + 1
+    return httpx.Client(
+        timeout=httpx.Timeout(platform.request_timeout_s, connect=platform.connect_timeout_s),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+def backoff_policy(settings: Settings) -> BackoffPolicy:
+    retry = settings.retry
+    return BackoffPolicy(
+        retry.initial_backoff_ms / 1000, retry.max_backoff_ms / 1000, retry.max_retry_after_s
+    )
+
+
+def build_dispatcher(
+    settings: Settings,
+    http: httpx.Client,
+    connections: int,
+    metrics: Metrics,
+    health: ApiHealth,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+) -> Dispatcher:
+    """The delivery stack of a worker: dispatcher → sender → token provider → HTTP client."""
+    platform = settings.platform
+    sender = Sender(
+        http,
+        platform,
+        TokenProvider(platform.auth, http, clock, metrics),
+        backoff_policy(settings),
+        metrics,
+        health,
+        max_unacknowledged=settings.retry.max_unacknowledged,
+        wall_clock=wall_clock,
+        clock=clock,
+    )
+    return Dispatcher(settings.batching, connections, sender, clock)

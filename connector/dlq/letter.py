@@ -24,7 +24,7 @@ REASON_LIMIT = 200
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class StoredLetter:
     """A record of the dead-letter topic, with the worker's context headers parsed.
 
     `partition`, `offset` and `timestamp_ms` are the dead letter's own (when it was
@@ -61,7 +61,7 @@ class DeadLetter:
         key: bytes | None,
         value: bytes | None,
         headers: tuple[Header, ...],
-    ) -> DeadLetter:
+    ) -> StoredLetter:
         context: dict[str, str] = {}
         replay_count: int | None = 0
         for name, raw in headers:

@@ -22,7 +22,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from connector.dlq.letter import DeadLetter
+from connector.dlq.letter import StoredLetter
 from connector.settings import Settings
 from connector.source.kafka import consumer_config
 
@@ -124,7 +124,7 @@ class DeadLetterReader:
             spans.append(Span(partition, start, high))
         return spans
 
-    def read(self, spans: list[Span], batch_size: int) -> Iterator[list[DeadLetter]]:
+    def read(self, spans: list[Span], batch_size: int) -> Iterator[list[StoredLetter]]:
         """The letters of `spans` in batches of at most `batch_size`, in offset order within
         each partition. DeadLetterTopicError when no progress is made for `timeout_s`."""
         ends = {s.partition: s.end for s in spans if s.size}
@@ -135,7 +135,7 @@ class DeadLetterReader:
         last_progress = self._clock()
         try:
             while ends:
-                batch: list[DeadLetter] = []
+                batch: list[StoredLetter] = []
                 for message in consumer.consume(num_messages=batch_size, timeout=0.2):
                     partition = message.partition()
                     error = message.error()
@@ -184,9 +184,9 @@ class DeadLetterReader:
 _TOPIC_GONE = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION)
 
 
-def _letter(message: Any) -> DeadLetter:
+def _letter(message: Any) -> StoredLetter:
     timestamp_type, timestamp = message.timestamp()
-    return DeadLetter.parse(
+    return StoredLetter.parse(
         message.partition(),
         message.offset(),
         None if timestamp_type == TIMESTAMP_NOT_AVAILABLE else timestamp,

@@ -30,7 +30,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from connector.dlq.letter import DeadLetter
+from connector.dlq.letter import StoredLetter
 from connector.dlq.reader import DeadLetterReader, DeadLetterTopicError, Span, open_reader
 from connector.dlq.selection import Selection
 from connector.settings import Settings
@@ -63,7 +63,7 @@ class ReplayOptions:
     keep_timestamps: bool = False  # the original record's timestamp instead of the replay's
 
 
-def decide(letter: DeadLetter, options: ReplayOptions) -> tuple[Outcome, str | None]:
+def decide(letter: StoredLetter, options: ReplayOptions) -> tuple[Outcome, str | None]:
     """What happens to one letter, and the topic it goes to when replayed."""
     if not options.selection.matches(letter):
         return Outcome.SKIP, None
@@ -202,7 +202,7 @@ class TransactionalWriter:
         self._call("beginning a transaction", lambda _timeout: self._producer.begin_transaction())
 
     def produce(
-        self, topic: str, partition: int | None, letter: DeadLetter, keep_timestamp: bool = False
+        self, topic: str, partition: int | None, letter: StoredLetter, keep_timestamp: bool = False
     ) -> None:
         kwargs: dict[str, Any] = {
             "key": letter.key,
@@ -314,7 +314,7 @@ class Replayer:
                 break
         return report
 
-    def _replay_batch(self, batch: list[DeadLetter], stop: threading.Event) -> bool:
+    def _replay_batch(self, batch: list[StoredLetter], stop: threading.Event) -> bool:
         """Replay `batch` in one transaction; True when stopped part-way (what was replayed
         so far is committed)."""
         writer = self.writer
@@ -353,7 +353,7 @@ class Replayer:
         self.report.merge(pending)
         return interrupted
 
-    def _partition(self, target: str, letter: DeadLetter) -> int | None:
+    def _partition(self, target: str, letter: StoredLetter) -> int | None:
         """The original partition for a record going back to its own topic (when the topic
         still has it); otherwise None: the key decides."""
         if target not in self._partitions:

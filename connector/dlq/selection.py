@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from connector.dlq.letter import DeadLetter
+from connector.dlq.letter import StoredLetter
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ class Selection:
     offsets: tuple[OffsetRange, ...] = ()  # of the dead-letter topic
     source_offsets: tuple[OffsetRange, ...] = ()  # of the original record
 
-    def matches(self, letter: DeadLetter) -> bool:
+    def matches(self, letter: StoredLetter) -> bool:
         if self.stages and letter.stage not in self.stages:
             return False
         if self.error_classes and letter.error_class not in self.error_classes:

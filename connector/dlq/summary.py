@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from connector.dlq.letter import DeadLetter
+from connector.dlq.letter import StoredLetter
 from connector.dlq.selection import Selection, format_time
 
 NONE = "(none)"  # a letter without the header
@@ -30,7 +30,7 @@ class Group:
     first_offset: tuple[int, int] | None = None  # (partition, offset) of the dead letter
     last_offset: tuple[int, int] | None = None
 
-    def add(self, letter: DeadLetter) -> None:
+    def add(self, letter: StoredLetter) -> None:
         self.count += 1
         moment = letter.timestamp_ms
         where = (letter.partition, letter.offset)
@@ -61,7 +61,7 @@ class Summary:
     by_replay_count: Counter[str] = field(default_factory=Counter)
     groups: dict[tuple[str, str, str, str], Group] = field(default_factory=dict)
 
-    def add(self, letter: DeadLetter) -> None:
+    def add(self, letter: StoredLetter) -> None:
         """Count one selected letter."""
         self.selected += 1
         stage = letter.stage or NONE
@@ -159,7 +159,7 @@ def render_text(summary: Summary, selection_text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def payload_line(letter: DeadLetter) -> bytes:
+def payload_line(letter: StoredLetter) -> bytes:
     """One letter as a JSON line: where it is, key, value and every header. Bytes that are
     UTF-8 are shown as text, others as {"base64": …}."""
     return orjson.dumps(
@@ -185,9 +185,9 @@ def _bytes(raw: bytes | None) -> str | dict[str, str] | None:
 
 def summarize(
     topic: str,
-    batches: Iterable[list[DeadLetter]],
+    batches: Iterable[list[StoredLetter]],
     selection: Selection,
-    on_selected: Callable[[DeadLetter], None] = lambda _letter: None,
+    on_selected: Callable[[StoredLetter], None] = lambda _letter: None,
 ) -> Summary:
     """Count the letters of `batches` that `selection` matches; `on_selected` sees each."""
     summary = Summary(topic)

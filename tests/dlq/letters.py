@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import Producer
 
 from connector.deadletter import context_headers
-from connector.dlq.letter import DeadLetter, Header
+from connector.dlq.letter import Header, StoredLetter
+from connector.errors import DeadLetter as ErrorLetter
 from connector.errors import Stage
 from connector.records import SourceRecord
 
@@ -47,21 +48,21 @@ class Spec:
 
     def headers(self) -> list[Header]:
         """The dead letter's headers: the original ones, then the worker's context."""
-        context = context_headers(
-            self.source_record(),
+        reason = ErrorLetter(
             self.stage,
             self.error_class,
             self.message,
-            self.mapping,
             self.status,
             "bad" if self.status else None,
+            self.mapping,
             1 if self.stage == "api" else 0,
         )
+        context = context_headers(self.source_record(), reason)
         return [*self.original_headers, *context]
 
-    def letter(self, partition: int = 0, offset: int = 0) -> DeadLetter:
-        """The DeadLetter the reader makes of this spec at `partition`/`offset`."""
-        return DeadLetter.parse(
+    def letter(self, partition: int = 0, offset: int = 0) -> StoredLetter:
+        """The StoredLetter the reader makes of this spec at `partition`/`offset`."""
+        return StoredLetter.parse(
             partition, offset, self.timestamp_ms, self.key, self.value, tuple(self.headers())
         )
 

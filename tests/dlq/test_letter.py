@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.dlq.letter import REPLAY_COUNT_HEADER, DeadLetter
+from connector.dlq.letter import REPLAY_COUNT_HEADER, StoredLetter
 from tests.dlq.letters import Spec
 
 
@@ -45,7 +45,7 @@ def test_absent_headers_are_none() -> None:
 
 
 def test_a_record_that_is_no_dead_letter_has_no_context() -> None:
-    letter = DeadLetter.parse(0, 0, None, b"k", b"v", (("trace", b"x"),))
+    letter = StoredLetter.parse(0, 0, None, b"k", b"v", (("trace", b"x"),))
     assert letter.source_topic is None
     assert letter.stage is None
     assert letter.original_headers() == [("trace", b"x")]

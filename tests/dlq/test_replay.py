@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from connector.dlq.letter import REPLAY_COUNT_HEADER, DeadLetter
+from connector.dlq.letter import REPLAY_COUNT_HEADER, StoredLetter
 from connector.dlq.reader import Span
 from connector.dlq.replay import (
     Outcome,
@@ -28,7 +28,7 @@ from tests.dlq.letters import Spec
 
 def letter(
     offset: int, replays: int | None = 0, topic: str | None = "orders", **fields: Any
-) -> DeadLetter:
+) -> StoredLetter:
     headers: tuple[tuple[str, bytes | None], ...] = ()
     if replays:
         headers = ((REPLAY_COUNT_HEADER, str(replays).encode()),)
@@ -45,7 +45,7 @@ def letter(
     )
     parsed = spec.letter(0, offset)
     if topic is None:  # a record without the worker's headers
-        return DeadLetter.parse(0, offset, None, parsed.key, parsed.value, headers)
+        return StoredLetter.parse(0, offset, None, parsed.key, parsed.value, headers)
     return parsed
 
 
@@ -114,7 +114,7 @@ class FakeReader:
 
     topic = "dlq"
 
-    def __init__(self, letters: list[DeadLetter], committed: int | None = None) -> None:
+    def __init__(self, letters: list[StoredLetter], committed: int | None = None) -> None:
         self.letters = letters
         self._committed = committed
         self.partition_counts = {"orders": 2, "retry": 1}
@@ -130,7 +130,7 @@ class FakeReader:
     def spans(self, starts: dict[int, int]) -> list[Span]:
         return [Span(0, starts.get(0, 0), len(self.letters))]
 
-    def read(self, spans: list[Span], batch_size: int) -> Iterator[list[DeadLetter]]:
+    def read(self, spans: list[Span], batch_size: int) -> Iterator[list[StoredLetter]]:
         todo = [x for x in self.letters if x.offset >= spans[0].start]
         for start in range(0, len(todo), batch_size):
             yield todo[start : start + batch_size]
@@ -159,7 +159,7 @@ class FakeWriter:
         self.calls.append(("begin",))
 
     def produce(
-        self, topic: str, partition: int | None, letter: DeadLetter, keep_timestamp: bool
+        self, topic: str, partition: int | None, letter: StoredLetter, keep_timestamp: bool
     ) -> None:
         self.calls.append(("produce", topic, partition, letter.offset))
         produced = sum(1 for c in self.calls if c[0] == "produce")

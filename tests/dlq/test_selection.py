@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.dlq.letter import DeadLetter
+from connector.dlq.letter import StoredLetter
 from connector.dlq.selection import (
     OffsetRange,
     Selection,
@@ -152,7 +152,7 @@ def in_ranges(ranges: tuple[OffsetRange, ...], partition: int | None, offset: in
 
 @given(letters, selections)
 def test_a_letter_matches_exactly_when_every_criterion_holds(
-    letter: DeadLetter, selection: Selection
+    letter: StoredLetter, selection: Selection
 ) -> None:
     ts = letter.timestamp_ms
     expected = all(
@@ -172,12 +172,12 @@ def test_a_letter_matches_exactly_when_every_criterion_holds(
 
 
 def test_an_empty_selection_matches_every_letter_even_without_headers() -> None:
-    assert Selection().matches(DeadLetter.parse(0, 0, None, None, None, ()))
+    assert Selection().matches(StoredLetter.parse(0, 0, None, None, None, ()))
     assert Selection().everything
 
 
 def test_a_criterion_does_not_match_a_letter_without_its_header() -> None:
-    bare = DeadLetter.parse(0, 5, None, None, None, ())
+    bare = StoredLetter.parse(0, 5, None, None, None, ())
     assert not Selection(stages=frozenset({"api"})).matches(bare)
     assert not Selection(mappings=frozenset({"orders"})).matches(bare)
     assert not Selection(since_ms=0).matches(bare)
