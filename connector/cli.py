@@ -11,6 +11,7 @@ import click
 import orjson
 
 from connector import __version__
+from connector.preflight import client_problems, security_warnings
 from connector.settings import ConfigError, Settings, load_settings, masked, reference_markdown
 
 #: Exit status for an invalid configuration or mapping (as for a usage error).
@@ -56,8 +57,22 @@ def check(config_file: Path | None, show: bool, reference: bool) -> None:
     settings = load_or_exit(config_file)
     if show:
         click.echo(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
+    check_clients_or_exit(settings)
+    for warning in security_warnings(settings):
+        click.echo(f"warning: {warning}", err=True)
     click.echo("configuration OK", err=True)
     check_mappings_or_exit(settings)
+
+
+def check_clients_or_exit(settings: Settings) -> None:
+    """Build the Kafka, schema-registry and API clients without connecting; print every
+    problem and exit 2 if any (a misspelt librdkafka property, an unreadable certificate)."""
+    problems = client_problems(settings)
+    if problems:
+        click.echo(f"invalid client configuration ({len(problems)} problem(s)):", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 @main.command(short_help="Run the local emulator of the Platform streaming ingestion API.")
@@ -95,6 +110,7 @@ def run(config_file: Path | None) -> None:
     from connector.runner import run_worker
 
     settings = load_or_exit(config_file)
+    check_clients_or_exit(settings)
     sys.exit(run_worker(settings))
 
 

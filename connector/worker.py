@@ -37,6 +37,7 @@ from connector.delivery.batcher import (
     request_size,
 )
 from connector.delivery.sender import ApiHealth, DeliveryResult, Interrupted, Sender
+from connector.delivery.transport import build_http_client
 from connector.errors import HaltError, PoisonError, RetryableError
 from connector.logs import get_logger
 from connector.mapping import CompiledMapping, MappingFailure
@@ -170,14 +171,8 @@ class Worker:
         self.dead_letters = dead_letters or DeadLetterWriter(
             producer_config(settings), settings.dead_letter.topic, self.metrics
         )
-        self.http = http or httpx.Client(
-            timeout=httpx.Timeout(
-                settings.platform.request_timeout_s, connect=settings.platform.connect_timeout_s
-            ),
-            limits=httpx.Limits(
-                max_connections=batching.max_in_flight_requests + 1,
-                max_keepalive_connections=batching.max_in_flight_requests + 1,
-            ),
+        self.http = http or build_http_client(
+            settings.platform, batching.max_in_flight_requests + 1
         )
         tokens = TokenProvider(settings.platform.auth, self.http, clock, self.metrics)
         retry = settings.retry

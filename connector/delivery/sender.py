@@ -20,6 +20,7 @@ from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
 from connector.delivery.outcome import Rejection, classify
+from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
     AuthenticationError,
     ConnectorError,
@@ -144,6 +145,10 @@ class Sender:
             except RetryableError as exc:
                 self._health.failed()
                 reason = str(exc.status) if exc.status else "transport"
+                if isinstance(exc, CertificateError):  # no retry fixes it: halt after a few
+                    reason = CertificateError.reason
+                    if attempt >= CERTIFICATE_ATTEMPTS:
+                        raise HaltError(f"{exc} ({attempt} attempts)") from None
                 self._metrics.retries.labels(reason).inc()
                 delay = self._policy.delay(attempt, exc.retry_after_s, self._rng)
                 self._metrics.backoff_seconds.inc(delay)
@@ -170,7 +175,9 @@ class Sender:
             response = self._http.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             self._metrics.requests.labels("error").inc()
-            raise RetryableError(f"request failed: {type(exc).__name__}: {exc}") from None
+            raise certificate_error(exc, "the API") or RetryableError(
+                f"request failed: {type(exc).__name__}: {exc}"
+            ) from None
         self._metrics.request_latency.observe(time.monotonic() - started)
         self._metrics.requests.labels(str(response.status_code)).inc()
         self._metrics.request_bytes.observe(len(body))
