@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connector.errors import HaltError, Stage
+from connector.kafka_errors import halt_reason
 from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.records import SourceRecord
@@ -72,6 +73,7 @@ class DeadLetterWriter:
             **producer_config,
             "enable.idempotence": True,
             "acks": "all",
+            "error_cb": self._on_error,
         }
         self._producer = producer_factory(config)
         self.topic = topic
@@ -112,6 +114,14 @@ class DeadLetterWriter:
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let deliveries drain
 
+    def _on_error(self, error: KafkaError) -> None:
+        """Client errors (served by poll): a failed login halts, like a failed delivery."""
+        reason = halt_reason(error)
+        if reason is not None:
+            self.failure = self.failure or f"dead-letter producer: {reason}"
+            return
+        log.warning("dead-letter producer error", extra={"fields": {"error": str(error)}})
+
     def poll(self) -> None:
         """Serve delivery reports; raises HaltError once a delivery has failed."""
         self._producer.poll(0)
@@ -134,6 +144,8 @@ class DeadLetterWriter:
         try:
             metadata = self._producer.list_topics(self.topic, timeout=timeout_s)
         except KafkaException as exc:
+            self._producer.poll(0)  # serve the client's errors: a failed login halts here
+            self.raise_if_failed()
             log.warning(
                 "could not check the dead-letter topic", extra={"fields": {"error": str(exc)}}
             )

@@ -39,6 +39,7 @@ from connector.delivery.batcher import (
 from connector.delivery.sender import ApiHealth, DeliveryResult, Interrupted, Sender
 from connector.delivery.transport import build_http_client
 from connector.errors import HaltError, PoisonError, RetryableError
+from connector.kafka_errors import halt_reason
 from connector.logs import get_logger
 from connector.mapping import CompiledMapping, MappingFailure
 from connector.metrics import Metrics
@@ -167,7 +168,10 @@ class Worker:
         self._closing = False
         self._refetch_logged = False
 
-        self.consumer = consumer_factory(consumer_config(settings) | {"on_commit": self._on_commit})
+        self.consumer = consumer_factory(
+            consumer_config(settings)
+            | {"on_commit": self._on_commit, "error_cb": self._on_consumer_error}
+        )
         self.dead_letters = dead_letters or DeadLetterWriter(
             producer_config(settings), settings.dead_letter.topic, self.metrics
         )
@@ -256,6 +260,15 @@ class Worker:
         if self.halt_reason is not None:
             raise HaltError(self.halt_reason)
 
+    def _on_consumer_error(self, error: KafkaError) -> None:
+        """Client errors (failed logins, brokers down) come here, not through consume(); it
+        runs inside consume(), on this thread, which then halts if a reason was set."""
+        reason = halt_reason(error)
+        if reason is not None:
+            self.halt_reason = self.halt_reason or reason
+            return
+        log.warning("consumer error", extra={"fields": {"error": str(error)}})
+
     # ------------------------------------------------------------------ one record
 
     def _take(self, message: Message, now_ms: int) -> None:
@@ -263,8 +276,9 @@ class Worker:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
-            if error.fatal():
-                raise HaltError(f"fatal Kafka error: {error}")
+            reason = halt_reason(error)  # fatal, or one no retry fixes (authentication)
+            if reason is not None:
+                raise HaltError(reason)
             log.warning("consumer error", extra={"fields": {"error": str(error)}})
             return
         topic, partition, offset = message.topic(), message.partition(), message.offset()
