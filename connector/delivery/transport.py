@@ -88,7 +88,7 @@ def certificate_problem(exc: BaseException) -> str | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
-            return current.verify_message or current.reason or str(current)
+            return f"certificate verify failed: {current.verify_message or current.reason}"
         if isinstance(current, ssl.SSLError) and not isinstance(current, _NOT_CERTIFICATE):
             reason = current.reason or ""
             if any(part in reason for part in _CERTIFICATE_REASONS):
