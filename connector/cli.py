@@ -11,7 +11,6 @@ import click
 import orjson
 
 from connector import __version__
-from connector.preflight import client_problems, security_warnings
 from connector.settings import ConfigError, Settings, load_settings, masked, reference_markdown
 
 #: Exit status for an invalid configuration or mapping (as for a usage error).
@@ -58,6 +57,8 @@ def check(config_file: Path | None, show: bool, reference: bool) -> None:
     if show:
         click.echo(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
     check_clients_or_exit(settings)
+    from connector.preflight import security_warnings
+
     for warning in security_warnings(settings):
         click.echo(f"warning: {warning}", err=True)
     click.echo("configuration OK", err=True)
@@ -67,6 +68,8 @@ def check(config_file: Path | None, show: bool, reference: bool) -> None:
 def check_clients_or_exit(settings: Settings) -> None:
     """Build the Kafka, schema-registry and API clients without connecting; print every
     problem and exit 2 if any (a misspelt librdkafka property, an unreadable certificate)."""
+    from connector.preflight import client_problems
+
     problems = client_problems(settings)
     if problems:
         click.echo(f"invalid client configuration ({len(problems)} problem(s)):", err=True)
