@@ -63,8 +63,26 @@ def check(config_file: Path | None, show: bool, reference: bool) -> None:
     settings = load_or_exit(config_file)
     if show:
         click.echo(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
+    check_clients_or_exit(settings)
+    from connector.preflight import security_warnings
+
+    for warning in security_warnings(settings):
+        click.echo(f"warning: {warning}", err=True)
     click.echo("configuration OK", err=True)
     check_mappings_or_exit(settings)
+
+
+def check_clients_or_exit(settings: Settings) -> None:
+    """Build the Kafka, schema-registry and API clients without connecting; print every
+    problem and exit 2 if any (a misspelt librdkafka property, an unreadable certificate)."""
+    from connector.preflight import client_problems
+
+    problems = client_problems(settings)
+    if problems:
+        click.echo(f"invalid client configuration ({len(problems)} problem(s)):", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 @main.command(short_help="Run the local emulator of the Platform streaming ingestion API.")
@@ -102,6 +120,7 @@ def run(config_file: Path | None) -> None:
     from connector.runner import run_worker
 
     settings = load_or_exit(config_file)
+    check_clients_or_exit(settings)
     sys.exit(run_worker(settings))
 
 

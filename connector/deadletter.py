@@ -24,6 +24,7 @@ from connector.errors import DeadLetter, HaltError
 from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.records import SourceRecord
+from connector.source.kafka import halt_reason
 
 log = get_logger("deadletter")
 
@@ -80,6 +81,7 @@ class DeadLetterWriter(Generic[T]):
             # A dead letter must land in the topic the operator created, never in one a
             # misspelt name conjured up.
             "allow.auto.create.topics": False,
+            "error_cb": self._on_error,
         }
         self._producer = producer_factory(config)
         self.topic = topic
@@ -154,9 +156,17 @@ class DeadLetterWriter(Generic[T]):
                     ) from None
                 self._producer.poll(0.05)
 
+    def _on_error(self, error: KafkaError) -> None:
+        """Client errors (served by poll): a failed login halts, like a failed delivery."""
+        reason = halt_reason(error)
+        if reason is not None:
+            self.failure = self.failure or f"dead-letter producer: {reason}"
+            return
+        log.warning("dead-letter producer error", extra={"fields": {"error": str(error)}})
+
     def poll(self) -> list[T]:
         """Tokens of the dead letters confirmed since the last call; HaltError once a
-        delivery has failed."""
+        delivery (or the login) has failed."""
         self._producer.poll(0)
         return self._take_confirmed()
 
@@ -201,6 +211,9 @@ class DeadLetterWriter(Generic[T]):
         try:
             metadata = self._producer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
+            self._producer.poll(0)  # serve the client's errors: a failed login halts here
+            if self.failure is not None:
+                raise HaltError(self.failure) from None
             log.warning(
                 "could not check the dead-letter topic", extra={"fields": {"error": str(exc)}}
             )

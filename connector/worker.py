@@ -38,7 +38,13 @@ from connector.offsets import OffsetTracker, PartitionKey
 from connector.process import Routes
 from connector.settings import Settings
 from connector.source.flow import PauseControl
-from connector.source.kafka import Consumer, anchored, consumer_config, producer_config
+from connector.source.kafka import (
+    Consumer,
+    anchored,
+    consumer_config,
+    halt_reason,
+    producer_config,
+)
 
 log = get_logger("worker")
 
@@ -85,7 +91,10 @@ class Worker:
             settings.dead_letter.window,
             settings.dead_letter.max_consecutive,
         )
-        self.consumer = consumer_factory(consumer_config(settings) | {"on_commit": self._on_commit})
+        self.consumer = consumer_factory(
+            consumer_config(settings)
+            | {"on_commit": self._on_commit, "error_cb": self._on_consumer_error}
+        )
         self.dead_letters: DeadLetterWriter[LetterToken] = dead_letters or DeadLetterWriter(
             producer_config(settings),
             settings.dead_letter.topic,
@@ -180,6 +189,15 @@ class Worker:
         for result in self.dispatcher.collect():
             self._apply(result)
         self._confirm(self.dead_letters.poll())
+
+    def _on_consumer_error(self, error: KafkaError) -> None:
+        """Client errors (failed logins, brokers down) come here, not through consume(); it
+        runs inside consume(), on this thread, which then halts if a reason was set."""
+        reason = halt_reason(error)
+        if reason is not None:
+            self.halt_reason = self.halt_reason or reason
+            return
+        log.warning("consumer error", extra={"fields": {"error": str(error)}})
 
     def _raise_if_halted(self) -> None:
         if self.halt_reason is not None:

@@ -413,7 +413,7 @@ def test_edge1_identity_service_failing_while_renewing_is_retried(tmp_path: Path
         accepted.extend(ids(request))
         return accept_all(request)
 
-    auth = {"client_id": "c", "client_secret": "s", "token_url": "http://ims.test/ims/token/v3"}
+    auth = {"client_id": "c", "client_secret": "s", "token_url": "https://ims.test/ims/token/v3"}
     steps: list[Step | Until] = [produce(0, range(0, 5)), Until(lambda: script.position(0) == 5)]
     worker, script, _ = make_worker(tmp_path, steps, handler, platform={"auth": auth})
     assert worker.run() == EXIT_OK
@@ -781,3 +781,22 @@ def test_edge11_an_inlet_that_is_down_leaves_slots_to_the_others(tmp_path: Path)
     assert worker.dispatcher.slots_per_connection == 1
     assert worker.run() == EXIT_OK
     assert accepted.total() == 80
+
+
+def test_edge10_a_failed_kafka_login_halts_and_commits_nothing(tmp_path: Path) -> None:
+    """librdkafka reports a refused SASL login through error_cb (inside consume()), not in a
+    message (seen on the real SASL_SSL broker: tests/security)."""
+    failed = KafkaError(
+        KafkaError._AUTHENTICATION,
+        "SASL authentication error: Authentication failed due to invalid credentials",
+    )
+    steps: list[Step | Until] = [
+        lambda s: s.consumer.client_error(failed),
+        produce(0, range(0, 3)),
+        Until(lambda: False),
+    ]
+    worker, script, _ = make_worker(tmp_path, steps)
+    assert worker.run() == EXIT_HALT
+    assert (worker.halt_reason or "").startswith("Kafka authentication failed")
+    assert script.committed(0) is None
+    assert worker.readiness() == (False, f"halted: {worker.halt_reason}")

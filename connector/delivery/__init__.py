@@ -10,18 +10,14 @@ from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.dispatcher import Dispatcher
 from connector.delivery.sender import ApiHealth, Sender
+from connector.delivery.transport import build_http_client
 from connector.metrics import Metrics
 from connector.settings import Settings
 
 
 def http_client(settings: Settings) -> httpx.Client:
     """The API client: kept-alive connections, one per request slot and one for tokens."""
-    platform = settings.platform
-    connections = settings.batching.max_in_flight_requests + 1
-    return httpx.Client(
-        timeout=httpx.Timeout(platform.request_timeout_s, connect=platform.connect_timeout_s),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-    )
+    return build_http_client(settings.platform, settings.batching.max_in_flight_requests + 1)
 
 
 def backoff_policy(settings: Settings) -> BackoffPolicy:

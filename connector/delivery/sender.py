@@ -27,6 +27,7 @@ from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
 from connector.delivery.outcome import TRANSIENT, Outcome, classify
+from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
     AuthenticationError,
     DeadLetter,
@@ -198,6 +199,10 @@ class Sender:
                 self._health.failed()
                 reason = str(exc.status) if exc.status else "transport"
                 retry_after = exc.retry_after_s
+                if isinstance(exc, CertificateError):  # no retry fixes it: halt after a few
+                    reason = CertificateError.reason
+                    if attempt >= CERTIFICATE_ATTEMPTS:
+                        raise HaltError(f"{exc} ({attempt} attempts)") from None
             self._back_off(connection_id, reason, attempt, retry_after, len(pending), ticket)
 
     def _apply(
@@ -278,7 +283,9 @@ class Sender:
                 response = self._http.post(url, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             self._metrics.requests.labels("error").inc()
-            raise RetryableError(f"request failed: {type(exc).__name__}: {exc}") from None
+            raise certificate_error(exc, "the API") or RetryableError(
+                f"request failed: {type(exc).__name__}: {exc}"
+            ) from None
         self._metrics.request_latency.observe(time.monotonic() - started)
         self._metrics.requests.labels(str(response.status_code)).inc()
         self._metrics.request_bytes.observe(len(body))

@@ -130,18 +130,11 @@ def source_record(message: Message) -> SourceRecord | None:
     """
     error = message.error()
     if error is not None:
-        code = error.code()
-        if code == KafkaError._PARTITION_EOF:
+        if error.code() == KafkaError._PARTITION_EOF:
             return None
-        if error.fatal():
-            raise HaltError(f"fatal Kafka error: {error}")
-        if code in (
-            KafkaError._AUTHENTICATION,
-            KafkaError.SASL_AUTHENTICATION_FAILED,
-            KafkaError.TOPIC_AUTHORIZATION_FAILED,
-            KafkaError.GROUP_AUTHORIZATION_FAILED,
-        ):
-            raise HaltError(f"Kafka refused the worker: {error}")
+        reason = halt_reason(error)
+        if reason is not None:
+            raise HaltError(reason)
         log.warning("consumer error", extra={"fields": {"error": str(error)}})
         return None
     topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -158,6 +151,32 @@ def source_record(message: Message) -> SourceRecord | None:
         message.value(),
         _headers(headers) if headers else (),
     )
+
+
+def halt_reason(error: KafkaError) -> str | None:
+    """Why the worker must halt on a client error, or None when the client recovers by itself.
+
+    librdkafka retries a failed connection for ever and reports each failure as an error event
+    (error_cb), or in a message. A refused login or a broker certificate that does not verify
+    is a deployment error: the worker stops and says so, as for the API's 401/403, rather than
+    log the same line for ever. Brokers that are down stay retried: brokers restart.
+    """
+    code = error.code()
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return (
+            f"Kafka authentication failed: {error.str()} (check kafka.properties "
+            "sasl.mechanism and sasl.username, and sasl.password in kafka.secret_properties)"
+        )
+    if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+        return f"Kafka refused access: {error.str()} (check the ACLs of the worker's principal)"
+    if code == KafkaError._SSL and "certificate" in error.str().lower():
+        return (
+            f"Kafka TLS certificate failure: {error.str()} (check kafka.properties "
+            "ssl.ca.location, ssl.certificate.location and ssl.key.location)"
+        )
+    if error.fatal():
+        return f"fatal Kafka error: {error.str()}"
+    return None
 
 
 def _headers(

@@ -488,6 +488,11 @@ def test_values_schema_config_follows_the_settings_model() -> None:
         ("config.ops.log_format=xml", "log_format"),
         ("config.batching.max_in_flight_requests=0", "max_in_flight_requests"),
         ("config.platform.auth.client_secret=inline", "client_secret"),
+        # Secret client properties belong in secrets.*SecretProperties, as the worker says.
+        ("config.kafka.properties.sasl\\.password=inline", "sasl.password"),
+        ("config.kafka.properties.ssl\\.key\\.pem=inline", "ssl.key.pem"),
+        ("config.kafka.schema_registry_properties.basic\\.auth\\.user\\.info=u:p", "basic.auth"),
+        ("config.platform.transport.client_key_password=inline", "client_key_password"),
         ("mappings.notes\\.txt=hello", "notes.txt"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
     ],

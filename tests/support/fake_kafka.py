@@ -170,6 +170,8 @@ class FakeConsumer:
         self.on_commit: Callable[[KafkaError | None, list[TopicPartition]], None] | None = (
             config.get("on_commit")
         )
+        self.error_cb: Callable[[KafkaError], None] | None = config.get("error_cb")
+        self.client_errors: list[KafkaError] = []
         self.topics: list[str] = []
         self.callbacks: dict[str, Callable[[Any, list[TopicPartition]], None]] = {}
         self.events: list[tuple[str, set[Key]]] = []
@@ -296,6 +298,10 @@ class FakeConsumer:
         """An offset reset (after a truncation): fetching goes on from `offset`."""
         self.fetch[(topic, partition)] = offset
 
+    def client_error(self, error: KafkaError) -> None:
+        """The client reports an error event (a failed login): error_cb inside consume()."""
+        self.client_errors.append(error)
+
     def fail_next(self, code: int, reason: str = "injected", fatal: bool = False) -> None:
         """The next consume() delivers an error event."""
         error = KafkaError(code, reason, fatal=fatal)
@@ -307,6 +313,10 @@ class FakeConsumer:
     # ------------------------------------------------------------------ internals
 
     def _serve_events(self) -> None:
+        while self.client_errors:
+            error = self.client_errors.pop(0)
+            if self.error_cb is not None:
+                self.error_cb(error)
         while self.events:
             kind, keys = self.events.pop(0)
             if kind == "commit":

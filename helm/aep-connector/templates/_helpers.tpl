@@ -129,17 +129,18 @@ An optional value as a string: "" for null or "", else as envValue prints it (so
 {{- end }}
 
 {{/*
-The settings of .Values.config as env entries AEP_CONNECTOR_<SECTION>__<KEY>. platform.auth is
-the one nested section; null values are left out so the worker's default applies.
+The settings of .Values.config as env entries AEP_CONNECTOR_<SECTION>__<KEY>. platform.auth and
+platform.transport are the nested sections; null values are left out so the worker's default
+applies.
 */}}
 {{- define "aep-connector.configEnv" -}}
 {{- range $section, $keys := .Values.config }}
 {{- range $key, $value := $keys }}
-{{- if and (eq $section "platform") (eq $key "auth") }}
-{{- range $authKey, $authValue := $value }}
-{{- if not (kindIs "invalid" $authValue) }}
-- name: {{ printf "AEP_CONNECTOR_PLATFORM__AUTH__%s" ($authKey | upper) }}
-  value: {{ include "aep-connector.envValue" $authValue | quote }}
+{{- if and (eq $section "platform") (has $key (list "auth" "transport")) }}
+{{- range $nestedKey, $nestedValue := $value }}
+{{- if not (kindIs "invalid" $nestedValue) }}
+- name: {{ printf "AEP_CONNECTOR_PLATFORM__%s__%s" ($key | upper) ($nestedKey | upper) }}
+  value: {{ include "aep-connector.envValue" $nestedValue | quote }}
 {{- end }}
 {{- end }}
 {{- else if not (kindIs "invalid" $value) }}
