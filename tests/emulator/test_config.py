@@ -11,7 +11,12 @@ from click.testing import CliRunner
 
 from connector.cli import main
 from connector.emulator.app import create_app
-from connector.emulator.config import EmulatorConfigError, load_config, parse_config
+from connector.emulator.config import (
+    CONTROL_TOKEN_ENV,
+    EmulatorConfigError,
+    load_config,
+    parse_config,
+)
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -32,6 +37,14 @@ def test_no_file_and_an_empty_file_mean_the_defaults(tmp_path: Path) -> None:
         assert config.max_body_bytes == 1_048_576
         assert config.rejection_shape == "statusCode"
         assert config.token_lifetime_s == 86_399
+        assert config.max_stored_bytes == 268_435_456
+        assert config.control_token is None
+        # Every read of a request is bounded by default.
+        assert (config.header_timeout_s, config.body_timeout_s, config.idle_timeout_s) == (
+            10.0,
+            30.0,
+            60.0,
+        )
 
 
 def test_the_readme_example_is_a_valid_configuration(tmp_path: Path) -> None:
@@ -64,7 +77,37 @@ faults: {p503: 0.8, p500: 0.8}
         "connections.c1.rate_limit.requests_per_s: Input should be greater than 0",
         "connections.c1.authentcation: unknown key",
         "credentials.0.client_secret: Field required",
-        "faults: p500 + p503 + p429 + p_drop must be at most 1, got 1.6",
+        "faults: p500 + p503 + p429 + p_drop + p_accept_drop must be at most 1, got 1.6",
+    ]
+
+
+def test_the_control_token_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "emulator.yaml"
+    path.write_text("seed: 1\n", encoding="utf-8")
+    assert load_config(path, environ={}).control_token is None
+    from_env = load_config(path, environ={CONTROL_TOKEN_ENV: " env-token "}).control_token
+    assert from_env is not None
+    assert from_env.get_secret_value() == "env-token"
+    path.write_text("control_token: file-token\n", encoding="utf-8")
+    from_file = load_config(path, environ={CONTROL_TOKEN_ENV: "env-token"}).control_token
+    assert from_file is not None
+    assert from_file.get_secret_value() == "file-token"
+    assert "file-token" not in repr(load_config(path, environ={}))
+
+
+def test_dataflows_and_tokens_must_not_be_empty(tmp_path: Path) -> None:
+    text = """
+control_token: "  "
+connections:
+  a: {dataflows: {}}
+  b: {dataflows: {"": {dataset: d}}}
+  c: {dataflows: {f1: {dataset: ""}, f2: {}}}
+"""
+    assert problems_of(text, tmp_path) == [
+        "connections.a: dataflows: name at least one flow id (or leave the key out)",
+        "connections.b: dataflows: a flow id must not be empty",
+        "connections.c.dataflows.f1.dataset: String should have at least 1 character",
+        "control_token: must not be empty",
     ]
 
 
