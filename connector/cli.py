@@ -67,7 +67,7 @@ def check(config_file: Path | None, show: bool, reference: bool) -> None:
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="The emulator's YAML configuration (see 'The Platform emulator' in README.md).",
+    help="The emulator's YAML configuration (see docs/emulator.md).",
 )
 def emulator(host: str, port: int, config_file: Path | None) -> None:
     """Serve the streaming collection API, the token endpoint and the /__emulator/ control API

@@ -18,7 +18,8 @@ from connector.emulator.config import (
     parse_config,
 )
 
-README = Path(__file__).parents[2] / "README.md"
+REPO = Path(__file__).parents[2]
+MANUAL = REPO / "docs" / "emulator.md"
 
 
 def problems_of(text: str, tmp_path: Path) -> list[str]:
@@ -47,20 +48,42 @@ def test_no_file_and_an_empty_file_mean_the_defaults(tmp_path: Path) -> None:
         )
 
 
-def test_the_readme_example_is_a_valid_configuration(tmp_path: Path) -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## The Platform emulator") :]
-    section = section[: section.index("\n## ", 1)]
-    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+def manual_section(heading: str) -> str:
+    text = MANUAL.read_text(encoding="utf-8")
+    section = text[text.index(f"\n## {heading}\n") :]
+    return section[: section.index("\n## ", 1)]
+
+
+def test_the_manual_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", manual_section("Configuration file"), re.DOTALL)
     assert len(blocks) == 1
     config = parse_config(yaml.safe_load(blocks[0]), tmp_path)
     assert config.connections["my-inlet"].rate_limit is not None
+    dataflows = config.connections["http-api-inlet"].dataflows
+    assert dataflows is not None
+    assert [flow.dataset for flow in dataflows.values()] == ["5da9452f7de80400007jc52a"]
+    assert (config.header_timeout_s, config.body_timeout_s, config.idle_timeout_s) == (10, 30, 60)
+    assert config.max_stored_bytes == 268_435_456
     assert config.schemas == {
         "https://ns.adobe.com/acme/schemas/profile": tmp_path / "schemas" / "profile.json"
     }
     assert config.record_file == tmp_path / "accepted.jsonl"
     assert config.faults is not None
     assert config.faults.p503 == 0.1
+
+
+def test_the_manual_dataflow_example_is_valid_and_the_readme_points_to_the_manual(
+    tmp_path: Path,
+) -> None:
+    section = manual_section("Dataflow inlets and raw payloads")
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    config = parse_config(yaml.safe_load(block), tmp_path)
+    assert len(config.connections["http-api-inlet"].dataflows or {}) == 2
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The Platform emulator\n") :]
+    section = section[: section.index("\n## ", 1)]
+    assert "[docs/emulator.md](docs/emulator.md)" in section
+    assert len(section.strip().splitlines()) <= 4  # a pointer, not a second manual
 
 
 def test_every_problem_is_reported_with_its_key(tmp_path: Path) -> None:
