@@ -15,9 +15,9 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from connector.emulator.responses import error_response
 
@@ -119,7 +119,7 @@ def guard_of(request: web.BaseRequest) -> ConnectionGuard | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def guard_middleware(on_body_timeout: Callable[[], None]) -> Any:
+def guard_middleware(on_body_timeout: Callable[[], None]) -> Middleware:
     """Marks request boundaries for the connection's guard, and answers a body that did not
     arrive in time with 408 and a closed connection."""
 
