@@ -92,7 +92,7 @@ def check_clients_or_exit(settings: Settings) -> None:
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="The emulator's YAML configuration (see 'The Platform emulator' in README.md).",
+    help="The emulator's YAML configuration (see docs/emulator.md).",
 )
 def emulator(host: str, port: int, config_file: Path | None) -> None:
     """Serve the streaming collection API, the token endpoint and the /__emulator/ control API
