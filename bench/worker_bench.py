@@ -19,7 +19,7 @@ What it does, in order:
    DEBUG (the worker logs each commit at DEBUG; nothing per record), until the group's committed
    offsets, as the worker logs them, reach the end of every partition; then SIGTERM.
 
-Figures, per run (see docs/performance.md for what each one means):
+Figures, per run (docs/performance.md says what each one means):
 - records_per_s: records / (last commit − first poll), both from the worker's own log lines:
   "partitions assigned" (the first consume() call that returns records is the one that
   assigns) and the "committed" line whose offsets complete the topic. Wall clock, ms precision.
@@ -186,7 +186,7 @@ def minor_faults(pid: int) -> int:
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """CPU of the worker's threads by kind: the main thread (the record path), librdkafka's
-    threads (named rdk:*), and the others (HTTP sender threads, the ops server)."""
+    threads (named rdk:*), and the others alive (the ops server, requests in flight)."""
     kinds = {"main": 0.0, "librdkafka": 0.0, "other": 0.0}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -410,6 +410,12 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
     request_bytes = metrics.get("aep_connector_request_bytes_sum", 0.0)
     mean_request = request_bytes / requests if requests else 0.0
     accepted = int(total(metrics, "aep_connector_records_accepted_total"))
+    by_thread = {
+        kind: round((seconds - threads_at_subscribe.get(kind, 0.0)) / records * 1e6, 1)
+        for kind, seconds in threads_at_drain.items()
+    }
+    # Request threads end with their request: their CPU is in the process's, not in a task.
+    by_thread["ended (requests)"] = round(cpu_run / records * 1e6 - sum(by_thread.values()), 1)
     figures: dict[str, Any] = {
         "run": run,
         "profiled": bool(args.profile),
@@ -420,10 +426,7 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
         "cpu_s_per_million": round(cpu_run / records * 1e6, 1),
         "cpu_us_per_record": round(cpu_run / records * 1e6, 1),
         "startup_cpu_s": round(cpu_at_subscribe, 2),
-        "cpu_us_per_record_by_thread": {
-            kind: round((seconds - threads_at_subscribe.get(kind, 0.0)) / records * 1e6, 1)
-            for kind, seconds in threads_at_drain.items()
-        },
+        "cpu_us_per_record_by_thread": by_thread,
         "peak_rss_mb": round(peak_rss_kb / 1024, 1),
         "minor_faults_per_request": round((faults_at_drain - faults_at_subscribe) / requests)
         if requests
@@ -477,7 +480,63 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
         )
     if args.profile:
         figures["profile"] = render_profile(session, args.output)
+        figures["main_thread_stages"] = profile_stages(session)
+    if args.floor_figures:
+        floor = args.floor_figures["cpu_us_per_record"]
+        figures["cpu_ratio_to_floor"] = round(figures["cpu_us_per_record"] / floor, 2)
     return figures
+
+
+#: Where the main thread's time goes, by the file of the innermost frame of each sample (C
+#: calls such as orjson's or librdkafka's count in the Python frame that made them).
+STAGES = (
+    ("decode", ("connector/source/decode", "connector/source/limits", "connector/source/avro")),
+    ("map", ("connector/mapping/", "<mapping")),
+    ("validate", ("connector/xdm/",)),
+    ("envelope", ("connector/envelope",)),
+    ("batch and dispatch", ("connector/delivery/",)),
+    ("offsets and commits", ("connector/offsets",)),
+    ("consume", ("connector/source/kafka", "confluent_kafka/")),
+    ("take and process", ("connector/intake", "connector/process", "connector/records")),
+    ("loop", ("connector/worker", "connector/source/flow", "connector/deadletter")),
+    ("metrics", ("prometheus_client/",)),
+)
+
+
+def profile_stages(session_path: Path) -> dict[str, float]:
+    """Share of the main loop's sampled time (under Worker._turn) per stage of the record's
+    path. A frame's stage is its file's, else its caller's: C functions (orjson, librdkafka)
+    count in the stage that called them."""
+    from pyinstrument.session import Session
+
+    totals: dict[str, float] = {}
+
+    def stage_of(frame: Any, inherited: str) -> str:
+        path = (frame.file_path or "").replace(os.sep, "/")
+        if frame.function.startswith("Consumer."):  # librdkafka's consume, poll, commit
+            return "consume"
+        for name, marks in STAGES:
+            if any(mark in path for mark in marks):
+                return name
+        if "threading" in path or "selectors" in path:
+            return "waiting"
+        return inherited
+
+    def walk(frame: Any, inherited: str, in_loop: bool) -> None:
+        in_loop = in_loop or (
+            frame.function == "_turn" and "connector/worker" in (frame.file_path or "")
+        )
+        stage = stage_of(frame, inherited)
+        if in_loop:
+            totals[stage] = totals.get(stage, 0.0) + frame.total_self_time
+        for child in frame.children:
+            walk(child, stage, in_loop)
+
+    root = Session.load(session_path).root_frame()
+    if root is not None:
+        walk(root, "other", False)
+    busy = sum(v for k, v in totals.items() if k != "waiting") or 1.0
+    return {k: round(v / busy, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def render_profile(session: Path, output: Path) -> dict[str, str]:
@@ -514,13 +573,22 @@ def broker(work_dir: Path) -> Iterator[tuple[str, int | None]]:
         yield bootstrap, int(info["pid"])
 
 
-def mapping_copy(directory: Path, topic: str) -> Path:
-    """The example mapping, reading `topic` instead of web.commerce."""
+def mapping_copy(directory: Path, topic: str, validate: bool = True) -> Path:
+    """The example mapping, reading `topic` instead of web.commerce, with its XDM schema (or
+    without its validate block)."""
     text = MAPPING.read_text(encoding="utf-8")
     original = "topics: [web.commerce]"
     if original not in text:
         raise SystemExit(f"{MAPPING} no longer says {original!r}; update the benchmark")
     directory.mkdir(parents=True, exist_ok=True)
+    schema = MAPPING.with_name(MAPPING.stem + ".schema.json")
+    if validate:
+        shutil.copy(schema, directory / schema.name)
+    else:
+        block = "validate:\n  schema: web-commerce.schema.json\n"
+        if block not in text:
+            raise SystemExit(f"{MAPPING} has no {block!r}; update the benchmark")
+        text = text.replace(block, "")
     target = directory / MAPPING.name
     target.write_text(text.replace(original, f"topics: [{topic}]"), encoding="utf-8")
     return target
@@ -563,6 +631,10 @@ def print_run(figures: dict[str, Any]) -> None:
         f"broker {machine['broker_cores']}, other {machine['other_cores']})",
         flush=True,
     )
+    if "cpu_ratio_to_floor" in figures:
+        print(f"  worker CPU per record / floor: {figures['cpu_ratio_to_floor']}", flush=True)
+    if "main_thread_stages" in figures:
+        print(f"  main thread by stage: {figures['main_thread_stages']}", flush=True)
     if "problem" in figures:
         print(f"  PROBLEM: {figures['problem']}", flush=True)
 
@@ -576,6 +648,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="Worker runs over the same topic.")
     parser.add_argument("--profile", action="store_true", help="Run the worker under pyinstrument.")
     parser.add_argument("--keep", action="store_true", help="Keep the worker logs.")
+    parser.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="Run the mapping without its validate block (local XDM validation off), to see "
+        "what validation costs per record.",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="Measure the floor (bench/floor_bench.py) on the same topic first; print the "
+        "worker's CPU per record as a ratio to it.",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="Bound on one run, seconds.")
     parser.add_argument(
         "--env",
@@ -614,11 +698,23 @@ def main() -> None:
                 f"mean over {args.partitions} partitions of {topic} in {produce_s:.1f} s",
                 flush=True,
             )
+            args.floor_figures = None
+            if args.floor:
+                from bench.floor_bench import measure_floor
+
+                args.floor_figures = measure_floor(
+                    bootstrap, topic, args.records, args.max_request_bytes
+                )
+                print(
+                    f"floor: {args.floor_figures['cpu_us_per_record']} CPU-µs/record "
+                    f"(consume, parse, hand-written map, envelope, framing)",
+                    flush=True,
+                )
             ends = {p: args.records // args.partitions for p in range(args.partitions)}
             for p in range(args.records % args.partitions):
                 ends[p] += 1
             mappings_dir = work_dir / "mappings"
-            mapping_copy(mappings_dir, topic)
+            mapping_copy(mappings_dir, topic, validate=not args.no_validate)
             emulator_config = {"ims_org_id": IMS_ORG, "max_stored_messages": 1000}
             with start_emulator(emulator_config, work_dir) as emulator:
                 services = Services(
@@ -653,12 +749,14 @@ def main() -> None:
             "commit_interval_ms": COMMIT_INTERVAL_MS,
             "worker_env": args.settings,
             "mapping": str(MAPPING.relative_to(REPO_ROOT)),
+            "validate": not args.no_validate,
         },
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "loadavg_before": [round(v, 2) for v in load_before],
         },
+        "floor": args.floor_figures,
         "runs": runs,
         "summary": summarize(runs),
     }
