@@ -333,7 +333,8 @@ class Worker:
                 self._drain(lambda: self.dispatcher.involves(keys), deadline)
                 self._confirm(self.dead_letters.flush(max(0.0, deadline - self.clock())))
             self.dispatcher.cancel(keys)
-            self._commit(asynchronous=False, keys=sorted(keys))  # only finished offsets
+            if not self._closing:  # closing: the final commit came just before
+                self._commit(asynchronous=False, keys=sorted(keys))  # only finished offsets
         except HaltError as exc:
             self.halt_reason = self.halt_reason or str(exc)
         finally:
@@ -417,7 +418,7 @@ class Worker:
         self._closing = True
         try:
             self.consumer.close()
-        except (KafkaException, RuntimeError) as exc:
+        except Exception as exc:  # librdkafka raises KafkaError itself from close()
             log.warning("consumer close failed", extra={"fields": {"error": str(exc)}})
         self.http.close()
 
