@@ -43,7 +43,8 @@ COPY pyproject.toml README.md ./
 COPY connector ./connector
 RUN PYTHONPATH=/opt/build-tools \
     pip wheel --no-index --no-deps --no-build-isolation --wheel-dir /wheels/project . \
-    && rm -rf build ./*.egg-info
+    && rm -rf build ./*.egg-info \
+    && cd /wheels && sha256sum requirements.lock ./*.whl project/*.whl > SHA256SUMS
 
 # The wheels alone, in a stage of one step for the runtime stage to mount: buildah (1.28) mounts a
 # stale state of a multi-step stage whose steps all come from its cache (`from=builder` then
@@ -62,12 +63,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Only when asked (scripts/build-image --ca-bundle FILE --trust-ca-in-image): the build's CA bundle
 # joins the image's system trust store, for a runtime behind the same proxy.
 ARG TRUST_BUILD_CA=0
+# The list of the wheels' checksums (a few kB, kept as a record of what is installed). Copied, it
+# makes the next step's cache key follow the wheels' content, which buildah's layer cache ignores
+# for a bind mount (the image kept a stale package after a source change); and the step checks
+# the mounted wheels against it.
+COPY --from=wheels /wheels/SHA256SUMS /usr/share/aep-connector/wheels.sha256
 # Install from the builder's wheels only: no index, nothing compiled, every dependency checked
 # against the lock's hashes once more, then `pip check` for a consistent set. The wheels are
 # bind-mounted for this step and never become a layer of the image.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     --mount=type=secret,id=ca-bundle \
-    pip install --no-index --find-links=/wheels --require-hashes --no-deps \
+    (cd /wheels && sha256sum --check --quiet --strict /usr/share/aep-connector/wheels.sha256) \
+    && pip install --no-index --find-links=/wheels --require-hashes --no-deps \
         -r /wheels/requirements.lock \
     && pip install --no-index --no-deps /wheels/project/aep_connector-*.whl \
     && pip check \
