@@ -1,5 +1,6 @@
 """The container image, built once per test session by scripts/build-image (buildah, on the local
-Debian base that mmdebstrap makes: no container registry is needed).
+Debian base that mmdebstrap makes: no container registry is needed). The build starts in the
+background as soon as collection shows an image test will run.
 
 Without buildah or mmdebstrap the image tests skip on a developer's machine, but fail when the
 CI environment variable is set: CI installs both (.ci/run), so their absence there is a fault.
@@ -7,11 +8,14 @@ CI environment variable is set: CI installs both (.ci/run), so their absence the
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,31 +115,79 @@ def build_ca_bundle(directory: Path, marker: str) -> Path:
     return bundle
 
 
+class BackgroundBuild:
+    """scripts/build-image running beside the other tests: cold, it spends minutes downloading
+    Debian packages and wheels, which would otherwise add to the suite's time."""
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="aep-connector-image-build-"))
+        self.marker = marker_certificate()
+        bundle = build_ca_bundle(self.directory, self.marker)
+        command = [sys.executable, str(BUILD_IMAGE), "--engine", "buildah", "--local-base"]
+        command += ["--ca-bundle", str(bundle)]
+        self.stdout = self.directory / "stdout"
+        self.stderr = self.directory / "stderr"
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.process = subprocess.Popen(command, stdout=out, stderr=err, start_new_session=True)
+
+    def wait(self) -> BuiltImage:
+        try:
+            returncode = self.process.wait(timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"scripts/build-image took over {BUILD_TIMEOUT_S} s", pytrace=False)
+        errors = self.stderr.read_text(errors="replace")
+        if returncode != 0:
+            pytest.fail(
+                f"scripts/build-image failed (exit {returncode}):\n{errors[-6000:]}",
+                pytrace=False,
+            )
+        output = self.stdout.read_text()
+        facts = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+        seconds = float(facts["BUILD_SECONDS"])
+        size = int(facts["IMAGE_SIZE_BYTES"])
+        measurement(
+            "container image (scripts/build-image --local-base, buildah, beside other tests)",
+            f"{size / 1e6:.0f} MB; built in {seconds:.0f} s, of which "
+            f"{float(facts['BASE_SECONDS']):.0f} s for the Debian base (cached layers reused)",
+        )
+        tags = tuple(facts["IMAGE_TAGS"].split(","))
+        return BuiltImage(facts["IMAGE_ID"], size, tags, self.marker)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_build: BackgroundBuild | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the build as soon as the session is known to run an image test."""
+    global _build
+    wanted = any(item.get_closest_marker("image") for item in session.items)
+    tools = all(shutil.which(tool) for tool in ("buildah", "mmdebstrap"))
+    if wanted and tools and _build is None:
+        _build = BackgroundBuild()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _build is not None:
+        _build.stop()
+
+
 @pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
-    """The image, built from this checkout with a CA bundle (as behind a TLS proxy)."""
+def image() -> BuiltImage:
+    """The image, built from this checkout with a CA bundle (as behind a TLS proxy), once."""
+    global _build
     require_tools()
-    marker = marker_certificate()
-    bundle = build_ca_bundle(tmp_path_factory.mktemp("image-build"), marker)
-    command = [sys.executable, str(BUILD_IMAGE), "--engine", "buildah", "--local-base"]
-    command += ["--ca-bundle", str(bundle)]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"scripts/build-image took over {BUILD_TIMEOUT_S} s", pytrace=False)
-    if done.returncode != 0:
-        pytest.fail(
-            f"scripts/build-image failed (exit {done.returncode}):\n{done.stderr[-6000:]}",
-            pytrace=False,
-        )
-    facts = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    seconds = float(facts["BUILD_SECONDS"])
-    size = int(facts["IMAGE_SIZE_BYTES"])
-    measurement(
-        "container image (scripts/build-image --local-base, buildah)",
-        f"{size / 1e6:.0f} MB; built in {seconds:.0f} s, of which "
-        f"{float(facts['BASE_SECONDS']):.0f} s for the Debian base (cached layers reused)",
-    )
-    return BuiltImage(facts["IMAGE_ID"], size, tuple(facts["IMAGE_TAGS"].split(",")), marker)
+    if _build is None:
+        _build = BackgroundBuild()
+    return _build.wait()
