@@ -6,13 +6,13 @@
 # docs/container-image.md explains the build options (a local Debian base, a proxy's CA bundle),
 # the tag scheme, and how to update the base image's digest and the dependency lock.
 #
-# Two stages. The builder downloads every dependency as a wheel from requirements.lock, each file
+# Three stages. The builder downloads every dependency as a wheel from requirements.lock, each file
 # checked against the lock's sha256 hashes and binary only (nothing is compiled, so no compiler is
-# needed anywhere), then builds the project's own wheel from the copied sources. The runtime stage
-# installs only those wheels, from the builder, with the hashes checked again; it has no compiler,
-# no build tools and no pip cache, and runs as an unprivileged user with a fixed UID (10001, as the
-# Helm chart's securityContext expects). The worker writes nothing to disk, so the root filesystem
-# can be mounted read-only.
+# needed anywhere), then builds the project's own wheel from the copied sources. The wheels stage
+# holds just those wheels. The runtime stage installs only them, bind-mounted from the wheels
+# stage, with the hashes checked again; it has no compiler, no build tools and no pip cache, and
+# runs as an unprivileged user with a fixed UID (10001, as the Helm chart's securityContext
+# expects). The worker writes nothing to disk, so the root filesystem can be mounted read-only.
 #
 # A CA bundle for a TLS-intercepting proxy is passed as the build secret `ca-bundle` (mounted for
 # the downloading step only, never a layer): scripts/build-image --ca-bundle FILE.
