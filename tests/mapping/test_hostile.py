@@ -181,6 +181,7 @@ def test_map_over_60k_character_hostile_strings_finishes(tmp_path: Path) -> None
     assert len(result.stdout.splitlines()) == 4
 
 
+@pytest.mark.integration  # a process holding 1,500 records of 400 KB: about a minute
 def test_unique_400kb_urls_keep_memory_bounded() -> None:
     # Issue 11: the web-commerce example reached 1.2-1.7 GB after 1,500 such records.
     script = """
