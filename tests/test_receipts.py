@@ -35,7 +35,9 @@ NAMED = Accepted("1714560000:12:3", "1714560000:12:3:7", 1_714_560_000_123)
 
 class ReceiptProducer:
     """A receipt producer whose deliveries the test decides: `auto` confirms each at the next
-    poll; otherwise they wait for confirm() or fail()."""
+    poll; otherwise they wait for confirm() or fail(). As librdkafka, it calls the message's
+    on_delivery, else the configured one, and with delivery.report.only.error only for
+    failures; len() counts the receipts not yet reported."""
 
     def __init__(self, auto: bool = False, topics: tuple[str, ...] = ("receipts",)) -> None:
         self.auto = auto
@@ -56,8 +58,9 @@ class ReceiptProducer:
         topic: str,
         value: bytes,
         key: bytes,
-        on_delivery: Callable[[KafkaError | None, object], None],
+        on_delivery: Callable[[KafkaError | None, object], None] | None = None,
     ) -> None:
+        on_delivery = on_delivery or self.config["on_delivery"]
         if self.queue_full:
             raise BufferError("Local: Queue full")
         self.produced.append((topic, key, value))
@@ -78,8 +81,12 @@ class ReceiptProducer:
     def poll(self, _timeout: float = 0) -> int:
         decided, self.decided = self.decided, []
         for callback, error in decided:
-            callback(error, None)
+            if error is not None or not self.config.get("delivery.report.only.error"):
+                callback(error, None)
         return len(decided)
+
+    def __len__(self) -> int:
+        return len(self.waiting) + len(self.decided)
 
     def flush(self, timeout: float = -1) -> int:
         self.poll()

@@ -152,7 +152,7 @@ def make_worker(
     retry: dict[str, Any] | None = None,
     extra_mappings: tuple[str, ...] = (),
     receipts: dict[str, Any] | None = None,
-    receipt_producer: Any = None,
+    receipt_producer: Callable[[dict[str, Any]], Any] | None = None,
     **batching: Any,
 ) -> tuple[Worker, Script, FakeProducer]:
     mapping_file = tmp_path / "orders.yaml"
@@ -197,7 +197,7 @@ def make_worker(
         consumer_factory=consumer_factory,
         dead_letters=dead_letters,
         http=httpx.Client(transport=httpx.MockTransport(handler)),
-        receipts=ReceiptWriter({}, settings.receipts, metrics, lambda _c: receipt_producer)
+        receipts=ReceiptWriter({}, settings.receipts, metrics, receipt_producer)
         if receipts
         else None,
     )
