@@ -70,9 +70,9 @@ class Worker:
         consumer_factory: Callable[[dict[str, Any]], Consumer] = KafkaConsumer,
         dead_letters: DeadLetterWriter[LetterToken] | None = None,
         http: httpx.Client | None = None,
-        receipts: ReceiptWriter[LetterToken] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        receipts: ReceiptWriter[LetterToken] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
