@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/worker_bench.py --output bench-result.json
     .venv/bin/python bench/worker_bench.py --records 200000 --record-size 1000 --partitions 8 \\
-        --repeat 3 --output bench-result.json [--profile] [--keep] \\
+        --repeat 3 --output bench-result.json [--profile] [--keep] [--receipts on|required] \\
         [--env AEP_CONNECTOR_BATCHING__LINGER_MS=100 ...]
 
 What it does, in order:
@@ -34,6 +34,12 @@ Figures, per run (docs/performance.md says what each one means):
 - machine: the whole machine's busy cores over the measured window (/proc/stat), with the
   worker's, the emulator's and the broker's share of it, so that load from anything else on
   the machine is visible.
+
+`--receipts on|required` measures delivery receipts (docs/receipts.md): a receipts topic is
+created, and each round runs the worker twice over the same records, receipts off then on
+(`receipts.required` false or true), so that load elsewhere on the machine spreads over both.
+The summary gives each case's figures and `receipts_cpu_us_per_record`: the median CPU-µs per
+record with receipts minus without.
 
 Everything listens on and talks to loopback addresses only; every wait is bounded.
 `--profile` runs the worker under pyinstrument (`python -m pyinstrument -m connector run`) and
@@ -323,9 +329,22 @@ class Services:
     mappings_dir: Path
     ends: dict[int, int]
     work_dir: Path
+    receipts_topic: str | None = None
 
 
-def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str, Any]:
+def receipt_settings(services: Services, case: str) -> dict[str, str]:
+    """The worker's settings for a receipts case: off, on (not required) or required."""
+    if case == "off" or services.receipts_topic is None:
+        return {}
+    return {
+        "AEP_CONNECTOR_RECEIPTS__TOPIC": services.receipts_topic,
+        "AEP_CONNECTOR_RECEIPTS__REQUIRED": "true" if case == "required" else "false",
+    }
+
+
+def run_once(
+    services: Services, run: int, args: argparse.Namespace, receipts: str = "off"
+) -> dict[str, Any]:
     """One worker process from start to drained; returns its figures."""
     emulator = services.emulator
     emulator.reset()
@@ -335,13 +354,14 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
     env = worker_env(
         services.bootstrap, group, emulator.url, services.mappings_dir, services.dlq, ops_port
     )
-    env |= args.settings
+    env |= args.settings | receipt_settings(services, receipts)
     command = [sys.executable, "-m", "connector", "run"]
-    session = services.work_dir / f"run{run}.pyisession"
+    name = f"run{run}" if receipts == "off" else f"run{run}-receipts-{receipts}"
+    session = services.work_dir / f"{name}.pyisession"
     if args.profile:
         command = [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(session)]
         command += ["-m", "connector", "run"]
-    log_path = services.work_dir / f"worker-run{run}.log"
+    log_path = services.work_dir / f"worker-{name}.log"
     log_path.touch()
     watch = LogWatch(log_path)
     with log_path.open("ab") as log_file:
@@ -418,6 +438,7 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
     by_thread["ended (requests)"] = round(cpu_run / records * 1e6 - sum(by_thread.values()), 1)
     figures: dict[str, Any] = {
         "run": run,
+        "receipts": receipts,
         "profiled": bool(args.profile),
         "records": records,
         "elapsed_s": round(elapsed, 3),
@@ -443,6 +464,9 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
         else 0.0,
         "accepted": accepted,
         "dead_lettered": int(total(metrics, "aep_connector_records_dead_lettered_total")),
+        # At drain; receipts that are not required may still be on their way then.
+        "receipts_produced": int(total(metrics, "aep_connector_receipts_produced_total")),
+        "receipts_failed": int(total(metrics, "aep_connector_receipts_failed_total")),
         "retries": int(total(metrics, "aep_connector_retries_total")),
         "backpressure_pauses": watch.pauses,
         "emulator": {
@@ -616,8 +640,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def print_run(figures: dict[str, Any]) -> None:
     machine = figures["machine"]
+    receipts = "" if figures["receipts"] == "off" else f" receipts {figures['receipts']}"
     print(
-        f"run {figures['run']}{' (profiled)' if figures['profiled'] else ''}: "
+        f"run {figures['run']}{receipts}{' (profiled)' if figures['profiled'] else ''}: "
         f"{figures['records_per_s']:,} records/s ({figures['elapsed_s']} s), "
         f"{figures['cpu_us_per_record']} CPU-µs/record "
         f"(= CPU-s per million; startup {figures['startup_cpu_s']} s; by thread "
@@ -662,6 +687,11 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600, help="Bound on one run, seconds.")
     parser.add_argument(
+        "--receipts",
+        choices=["on", "required"],
+        help="Measure delivery receipts: each round runs the worker without, then with them.",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -688,6 +718,11 @@ def main() -> None:
         with broker(work_dir) as (bootstrap, broker_pid):
             topic = create_topic(bootstrap, unique_name("bench-web-commerce"), args.partitions)
             dlq = create_topic(bootstrap, unique_name("bench-dlq"), 1)
+            receipts_topic = (
+                create_topic(bootstrap, unique_name("bench-receipts"), args.partitions)
+                if args.receipts
+                else None
+            )
             began = time.monotonic()
             produced_bytes = produce_records(
                 bootstrap, topic, args.records, args.record_size, args.partitions
@@ -718,12 +753,22 @@ def main() -> None:
             emulator_config = {"ims_org_id": IMS_ORG, "max_stored_messages": 1000}
             with start_emulator(emulator_config, work_dir) as emulator:
                 services = Services(
-                    bootstrap, broker_pid, emulator, topic, dlq, mappings_dir, ends, work_dir
+                    bootstrap,
+                    broker_pid,
+                    emulator,
+                    topic,
+                    dlq,
+                    mappings_dir,
+                    ends,
+                    work_dir,
+                    receipts_topic,
                 )
+                cases = ["off", args.receipts] if args.receipts else ["off"]
                 for run in range(1, args.repeat + 1):
-                    figures = run_once(services, run, args)
-                    runs.append(figures)
-                    print_run(figures)
+                    for case in cases:  # the cases take turns in each round
+                        figures = run_once(services, run, args, case)
+                        runs.append(figures)
+                        print_run(figures)
     finally:
         if not args.profile and not args.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -748,6 +793,7 @@ def main() -> None:
             "max_request_bytes": args.max_request_bytes,
             "commit_interval_ms": COMMIT_INTERVAL_MS,
             "worker_env": args.settings,
+            "receipts": args.receipts or "off",
             "mapping": str(MAPPING.relative_to(REPO_ROOT)),
             "validate": not args.no_validate,
         },
@@ -758,10 +804,25 @@ def main() -> None:
         },
         "floor": args.floor_figures,
         "runs": runs,
-        "summary": summarize(runs),
+        "summary": summarize([r for r in runs if r["receipts"] == "off"]),
     }
+    if args.receipts:
+        with_receipts = [r for r in runs if r["receipts"] == args.receipts]
+        result["summary_with_receipts"] = summarize(with_receipts)
+        result["receipts_cpu_us_per_record"] = round(
+            result["summary_with_receipts"]["cpu_us_per_record"]["median"]
+            - result["summary"]["cpu_us_per_record"]["median"],
+            1,
+        )
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result["summary"], indent=2))
+    if args.receipts:
+        print(f"with receipts {args.receipts}:")
+        print(json.dumps(result["summary_with_receipts"], indent=2))
+        print(
+            "receipts cost (median CPU-µs per record, with − without): "
+            f"{result['receipts_cpu_us_per_record']}"
+        )
     print(f"figures written to {args.output}")
 
 

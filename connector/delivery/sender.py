@@ -26,7 +26,7 @@ import httpx
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
-from connector.delivery.outcome import TRANSIENT, Outcome, classify
+from connector.delivery.outcome import TRANSIENT, Accepted, Outcome, classify
 from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
     AuthenticationError,
@@ -77,10 +77,12 @@ class DeliveryResult:
 
     `unfinished` messages were neither accepted nor rejected (cancelled, deadline, halt): their
     records stay uncommitted. `halt` says why the deployment looks wrong, if it does.
+    `acknowledgements[i]` is how the API named `accepted[i]` (for delivery receipts).
     """
 
     batch: Batch
     accepted: list[OutboundMessage] = field(default_factory=list)
+    acknowledgements: list[Accepted] = field(default_factory=list)
     rejected: list[tuple[OutboundMessage, DeadLetter]] = field(default_factory=list)
     unfinished: list[OutboundMessage] = field(default_factory=list)
     halt: str | None = None
@@ -215,8 +217,9 @@ class Sender:
         """Record accepted and rejected messages; return those to send again."""
         again: list[OutboundMessage] = []
         for message, outcome in zip(pending, outcomes, strict=True):
-            if outcome is None:
+            if isinstance(outcome, Accepted):
                 result.accepted.append(message)
+                result.acknowledgements.append(outcome)
             elif outcome is TRANSIENT:
                 again.append(message)
             else:
