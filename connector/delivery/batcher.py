@@ -3,6 +3,9 @@
 A *lane* is the unit of ordering: in strict ordering a lane is one connection and one
 partition, so that at most one request per partition is in flight and retries cannot reorder
 it; without strict ordering a lane is a whole connection.
+
+A raw payload (`target.mode: raw`) is never batched: the API has no batch of raw payloads, so
+its batch holds that one message and closes at once (a single-message request).
 """
 
 from __future__ import annotations
@@ -28,19 +31,25 @@ class OutboundMessage:
     state: PartitionState
     mapping: str
     connection_id: str
+    #: A raw payload's dataflow (x-adobe-flow-id); None for an XDM envelope.
+    raw_flow_id: str | None = None
 
 
 @dataclass(slots=True)
 class Batch:
-    """Messages for one request, in the order they were added."""
+    """Messages for one request, in the order they were added. A raw batch (`raw_flow_id`)
+    holds one raw payload, the whole body of a single-message request."""
 
     lane: Lane
     connection_id: str
     created_at: float
     messages: list[OutboundMessage] = field(default_factory=list)
     size: int = FRAMING_BYTES  # the request body's size, framing and commas included
+    raw_flow_id: str | None = None
 
     def body(self) -> bytes:
+        if self.raw_flow_id is not None:
+            return self.messages[0].body
         return b'{"messages":[' + b",".join([m.body for m in self.messages]) + b"]}"
 
 
@@ -71,10 +80,17 @@ class Batcher:
         """Add a message; return the batches that closed (the lane's previous batch when the
         message does not fit in it, and the new one when the message fills it).
 
-        A message too big to share a request with anything gets a batch of its own.
+        A message too big to share a request with anything gets a batch of its own, and so
+        does a raw payload, at once.
         """
-        closed: list[Batch] = []
         size = len(message.body)
+        if message.raw_flow_id is not None:
+            return [
+                Batch(
+                    lane, message.connection_id, self._clock(), [message], size, message.raw_flow_id
+                )
+            ]
+        closed: list[Batch] = []
         batch = self._open.get(lane)
         if batch is not None and (
             batch.size + size + 1 > self.max_bytes or len(batch.messages) >= self.max_records

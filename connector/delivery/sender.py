@@ -4,7 +4,8 @@ Runs in a request thread, one batch per thread. Transient failures are retried h
 with backoff: the batch's lane stays busy meanwhile, so later batches of the same partition
 cannot overtake it. A 413 (or a 400 on several messages) splits the batch in halves, sent in
 order; a 207 entry that failed transiently is sent again alone with the others of its kind.
-Authentication failures renew the token once, then halt.
+Authentication failures renew the token once, then halt. A raw batch (one raw payload) goes to
+the single-message endpoint with its dataflow's x-adobe-flow-id header.
 
 `deliver` never raises the connector's errors: what became of each message comes back in a
 DeliveryResult, including the halves a split already got accepted when a later half is
@@ -26,7 +27,7 @@ import httpx
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
-from connector.delivery.outcome import TRANSIENT, Outcome, classify
+from connector.delivery.outcome import TRANSIENT, Outcome, classify, classify_single
 from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
     AuthenticationError,
@@ -41,6 +42,8 @@ from connector.metrics import Metrics
 from connector.settings import PlatformSettings
 
 log = get_logger("sender")
+
+FLOW_ID_HEADER = "x-adobe-flow-id"
 
 
 class Interrupted(Exception):
@@ -77,6 +80,8 @@ class DeliveryResult:
 
     `unfinished` messages were neither accepted nor rejected (cancelled, deadline, halt): their
     records stay uncommitted. `halt` says why the deployment looks wrong, if it does.
+    `attempts` counts the HTTP requests made (retries and split halves included) and
+    `last_status` is the status of the last answer (None: none came), for traces.
     """
 
     batch: Batch
@@ -84,6 +89,8 @@ class DeliveryResult:
     rejected: list[tuple[OutboundMessage, DeadLetter]] = field(default_factory=list)
     unfinished: list[OutboundMessage] = field(default_factory=list)
     halt: str | None = None
+    attempts: int = 0
+    last_status: int | None = None
 
 
 class Sender:
@@ -151,9 +158,14 @@ class Sender:
         ticket: Ticket,
     ) -> None:
         """Send `messages` until each is accepted or rejected (recorded in `result`)."""
-        url = f"{self._base_url}/collection/batch/{connection_id}"
         pending = messages
-        body = _body(pending)
+        raw_flow_id = result.batch.raw_flow_id
+        if raw_flow_id is None:
+            url = f"{self._base_url}/collection/batch/{connection_id}"
+            body = _body(pending)
+        else:  # one raw payload: the API has no batch of them
+            url = f"{self._base_url}/collection/{connection_id}"
+            body = pending[0].body
         attempt = 0
         unacknowledged = 0
         renew = renewed = False
@@ -167,7 +179,11 @@ class Sender:
                     self._tokens.renew_after_rejection(headers)
                     renew = False
                 headers = {**self._headers, **self._tokens.headers()}
-                outcomes = self._post(url, body, len(pending), headers, timeout)
+                if raw_flow_id is not None:  # the mapping's flow, whatever extra_headers say
+                    headers = {k: v for k, v in headers.items() if k.lower() != FLOW_ID_HEADER}
+                    headers[FLOW_ID_HEADER] = raw_flow_id
+                result.attempts += 1
+                outcomes = self._post(url, body, len(pending), headers, timeout, result)
                 self._health.answered()
                 pending = self._apply(pending, outcomes, attempt, result)
                 if not pending:
@@ -274,6 +290,7 @@ class Sender:
         count: int,
         headers: dict[str, str],
         timeout: httpx.Timeout | None,
+        result: DeliveryResult,
     ) -> list[Outcome]:
         started = time.monotonic()
         try:
@@ -290,12 +307,14 @@ class Sender:
         self._metrics.requests.labels(str(response.status_code)).inc()
         self._metrics.request_bytes.observe(len(body))
         self._metrics.request_records.observe(count)
+        result.last_status = response.status_code
+        retry_after = response.headers.get("retry-after")
+        if result.batch.raw_flow_id is not None:
+            return classify_single(
+                response.status_code, response.content, retry_after, self._wall_clock()
+            )
         return classify(
-            response.status_code,
-            response.content,
-            response.headers.get("retry-after"),
-            count,
-            self._wall_clock(),
+            response.status_code, response.content, retry_after, count, self._wall_clock()
         )
 
 
