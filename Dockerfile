@@ -20,8 +20,9 @@ RUN apt-get update \
 WORKDIR /src
 # Metadata first, so that dependency wheels are cached until pyproject.toml changes.
 COPY pyproject.toml README.md ./
+# With the `tracing` extra, so that config.tracing.enabled works in the image (imported only then).
 RUN mkdir connector && touch connector/__init__.py \
-    && pip wheel --wheel-dir /wheels . \
+    && pip wheel --wheel-dir /wheels '.[tracing]' \
     && rm /wheels/aep_connector-*.whl
 COPY connector ./connector
 RUN pip wheel --no-deps --wheel-dir /wheels .
@@ -36,7 +37,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Install from the builder's wheels only (no index, nothing compiled here); the wheels are
 # bind-mounted for this step and never become a layer of the image.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels aep-connector \
+    pip install --no-index --find-links=/wheels 'aep-connector[tracing]' \
     && groupadd --system --gid 10001 aep \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin aep \

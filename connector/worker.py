@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from confluent_kafka import Consumer as KafkaConsumer
@@ -45,6 +45,10 @@ from connector.source.kafka import (
     halt_reason,
     producer_config,
 )
+from connector.tracing import start_tracing
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 log = get_logger("worker")
 
@@ -70,6 +74,7 @@ class Worker:
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
@@ -102,6 +107,8 @@ class Worker:
             queue_full_timeout_s=settings.dead_letter.queue_full_timeout_s,
         )
         self.http = http or http_client(settings)
+        self.tracing = tracing or start_tracing(settings)  # None unless tracing.enabled
+        self.dead_letters.tracing = self.tracing
         routes = Routes(settings, mappings, metrics)
         self.dispatcher = build_dispatcher(
             settings,
@@ -111,6 +118,7 @@ class Worker:
             self.api_health,
             clock,
             wall_clock,
+            self.tracing,
         )
         self.flow = PauseControl(self.consumer, self.tracker, settings.batching, metrics)
         self.intake = Intake(
@@ -420,6 +428,8 @@ class Worker:
         except (KafkaException, RuntimeError) as exc:
             log.warning("consumer close failed", extra={"fields": {"error": str(exc)}})
         self.http.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def _arm_watchdog(self, seconds: float) -> None:
         """The last resort of the exit bound: librdkafka's commit and close can block on

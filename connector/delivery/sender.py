@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -40,6 +41,9 @@ from connector.errors import (
 from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.settings import PlatformSettings
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 log = get_logger("sender")
 
@@ -124,11 +128,13 @@ class Sender:
         self._wall_clock = wall_clock
         self._clock = clock
         self._rng = rng or random.Random()
+        self.tracing: Tracing | None = None  # set when tracing is enabled
 
     def deliver(self, batch: Batch, ticket: Ticket | None = None) -> DeliveryResult:
         """Send `batch` until every message is accepted or rejected, or the ticket stops it."""
         ticket = ticket or Ticket()
         result = DeliveryResult(batch)
+        span = self.tracing.request(batch) if self.tracing is not None else None
         parts = [batch.messages]  # a stack; halves pushed second-half first to keep order
         try:
             while parts:
@@ -148,6 +154,8 @@ class Sender:
             done = {id(m) for m in result.accepted}
             done.update(id(m) for m, _ in result.rejected)
             result.unfinished = [m for m in batch.messages if id(m) not in done]
+        if span is not None:
+            span.end(result)
         return result
 
     def _send_part(

@@ -1,0 +1,189 @@
+"""The worker's spans: one per API request and one per dead letter, tied to the trace context
+the records carry in their Kafka headers (W3C `traceparent`, or whatever OTEL_PROPAGATORS
+names).
+
+A request carries many records, each from its own trace, and a span has one parent: so a
+request span is a root span that *links* to each record's context. That is OpenTelemetry's
+answer for batches (the messaging conventions: a batch operation links to every message's
+creation context; a parent would pick one record's trace and misstate the others). Raw
+payloads, one per request, are linked the same way: one shape for every request span, and a
+request's latency never stretches the producer's trace. A dead letter is about one record:
+its span is a *child* of that record's context (the conventions allow the parent for a
+single message), so it shows up inside the trace that produced the record, where one looks
+for what became of it.
+
+No payload, error message or API message goes into a span: those can quote record values.
+Stages, reason codes, statuses, counts and offsets do.
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import urlsplit
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes, AttributeValue
+
+from connector import __version__
+from connector.delivery.batcher import Batch
+from connector.delivery.sender import DeliveryResult
+from connector.errors import DeadLetter
+from connector.records import SourceRecord
+from connector.tracing.provider import provider_from_environment
+
+#: How long the worker waits for the last spans to be exported when it stops.
+SHUTDOWN_BOUND_S = 5.0
+
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+class _KafkaHeaders(Getter[Headers]):
+    """Reads a propagator's fields from Kafka record headers (names compared without case)."""
+
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        key = key.lower()
+        found = [
+            value.decode("utf-8", errors="replace")
+            for name, value in carrier
+            if value is not None and name.lower() == key
+        ]
+        return found or None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return [name for name, _value in carrier]
+
+
+_HEADERS = _KafkaHeaders()
+
+
+def record_context(record: SourceRecord) -> Context | None:
+    """The trace context in the record's headers; None when it carries none (or a bad one)."""
+    if not record.headers:
+        return None
+    context = propagate.extract(record.headers, context=Context(), getter=_HEADERS)
+    if not trace.get_current_span(context).get_span_context().is_valid:
+        return None
+    return context
+
+
+class RequestSpan:
+    """A request's span, open while its request thread delivers the batch."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def end(self, result: DeliveryResult) -> None:
+        span = self._span
+        if result.last_status is not None:
+            span.set_attribute("http.response.status_code", result.last_status)
+        span.set_attribute("aep.request.attempts", result.attempts)
+        if result.attempts > 1:
+            span.set_attribute("http.request.resend_count", result.attempts - 1)
+        span.set_attribute("aep.messages.accepted", len(result.accepted))
+        span.set_attribute("aep.messages.rejected", len(result.rejected))
+        span.set_attribute("aep.messages.unfinished", len(result.unfinished))
+        if result.halt is not None:
+            span.set_attribute("error.type", "halt")
+            span.set_status(Status(StatusCode.ERROR, result.halt))
+        span.end()
+
+
+class Tracing:
+    """Makes the worker's spans with `provider` (the OTEL_* configured one in production, one
+    with an in-memory exporter in tests). Safe to call from any thread."""
+
+    def __init__(self, provider: TracerProvider, base_url: str = "") -> None:
+        self.provider = provider
+        self._tracer = provider.get_tracer("aep-connector", __version__)
+        self._server = urlsplit(base_url).hostname or ""
+        # Links past the SDK's limit (OTEL_SPAN_LINK_COUNT_LIMIT, 128) would be dropped anyway.
+        self._max_links = SpanLimits().max_links
+
+    @classmethod
+    def from_environment(cls, base_url: str) -> Tracing:
+        return cls(provider_from_environment(), base_url)
+
+    def request(self, batch: Batch) -> RequestSpan:
+        """Start the span of one request (its attempts and split halves included)."""
+        raw = batch.raw_flow_id is not None
+        template = "/collection/{connectionId}" if raw else "/collection/batch/{connectionId}"
+        attributes: dict[str, AttributeValue] = {
+            "aep.connection.id": batch.connection_id,
+            "aep.request.messages": len(batch.messages),
+            "aep.request.bytes": batch.size,
+            "messaging.batch.message_count": len(batch.messages),
+            "http.request.method": "POST",
+            "url.template": template,
+        }
+        if self._server:
+            attributes["server.address"] = self._server
+        if raw:
+            attributes["aep.flow.id"] = str(batch.raw_flow_id)
+        links: list[Link] = []
+        traced = 0
+        for message in batch.messages:
+            context = record_context(message.record)
+            if context is None:
+                continue
+            traced += 1
+            if self._max_links is None or len(links) < self._max_links:
+                span_context = trace.get_current_span(context).get_span_context()
+                links.append(Link(span_context, _record_attributes(message.record)))
+        attributes["aep.request.traced_records"] = traced
+        span = self._tracer.start_span(
+            f"send {batch.connection_id}",
+            context=Context(),  # a root: the records' traces are linked, not parents
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            links=links,
+        )
+        return RequestSpan(span)
+
+    def dead_letter(self, record: SourceRecord, letter: DeadLetter, topic: str) -> None:
+        """A span for a record on its way to the dead-letter topic, in the record's trace."""
+        attributes: dict[str, AttributeValue] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "aep.source.topic": record.topic,
+            "aep.source.partition": record.partition,
+            "aep.source.offset": record.offset,
+            "aep.dead_letter.stage": letter.stage,
+            "aep.dead_letter.reason": letter.error_class,
+            "error.type": letter.error_class,
+        }
+        if letter.mapping is not None:
+            attributes["aep.mapping"] = letter.mapping
+        if letter.status is not None:
+            attributes["http.response.status_code"] = letter.status
+        if letter.attempts:
+            attributes["aep.request.attempts"] = letter.attempts
+        span = self._tracer.start_span(
+            f"dead-letter {letter.stage}",
+            context=record_context(record) or Context(),
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        )
+        span.set_status(Status(StatusCode.ERROR, letter.error_class))
+        span.end()
+
+    def shutdown(self, timeout_s: float = SHUTDOWN_BOUND_S) -> None:
+        """Export what is left, for at most `timeout_s`: a collector that does not answer
+        must not hold the worker past its exit bound (the thread is then abandoned)."""
+        done = threading.Thread(target=self.provider.shutdown, name="tracing-shutdown", daemon=True)
+        done.start()
+        done.join(timeout_s)
+
+
+def _record_attributes(record: SourceRecord) -> Attributes:
+    return {
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+    }
