@@ -74,7 +74,6 @@ class Worker:
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
@@ -107,7 +106,7 @@ class Worker:
             queue_full_timeout_s=settings.dead_letter.queue_full_timeout_s,
         )
         self.http = http or http_client(settings)
-        self.tracing = tracing or start_tracing(settings)  # None unless tracing.enabled
+        self.tracing: Tracing | None = start_tracing(settings)  # None unless tracing.enabled
         self.dead_letters.tracing = self.tracing
         routes = Routes(settings, mappings, metrics)
         self.dispatcher = build_dispatcher(
