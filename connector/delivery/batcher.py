@@ -4,8 +4,9 @@ A *lane* is the unit of ordering: in strict ordering a lane is one connection an
 partition, so that at most one request per partition is in flight and retries cannot reorder
 it; without strict ordering a lane is a whole connection.
 
-A raw payload (`target.mode: raw`) is never batched: the API has no batch of raw payloads, so
-its batch holds that one message and closes at once (a single-message request).
+Raw payloads (`target.mode: raw`) are batched like envelopes, in lanes of their own (one flow
+per lane): the API has no batch of raw payloads, so the sender posts a raw batch's payloads one
+by one, in order, each to the single-message endpoint (connector.delivery.sender).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from connector.records import SourceRecord
 
 #: b'{"messages":[' + b']}' around the comma-separated messages.
 FRAMING_BYTES = len(b'{"messages":[]}')
+#: Raw payloads in one raw batch at most. Each is a request of its own, so small groups let
+#: several request slots share a backlog (`ordering: none`) and keep a group's time in flight
+#: (what a rebalance waits for) short; a group still spares a thread and a loop turn per payload.
+MAX_RAW_GROUP = 50
 
 Lane = Hashable
 
@@ -38,7 +43,7 @@ class OutboundMessage:
 @dataclass(slots=True)
 class Batch:
     """Messages for one request, in the order they were added. A raw batch (`raw_flow_id`)
-    holds one raw payload, the whole body of a single-message request."""
+    holds raw payloads of one dataflow, each sent in a single-message request of its own."""
 
     lane: Lane
     connection_id: str
@@ -48,8 +53,6 @@ class Batch:
     raw_flow_id: str | None = None
 
     def body(self) -> bytes:
-        if self.raw_flow_id is not None:
-            return self.messages[0].body
         return b'{"messages":[' + b",".join([m.body for m in self.messages]) + b"]}"
 
 
@@ -80,17 +83,10 @@ class Batcher:
         """Add a message; return the batches that closed (the lane's previous batch when the
         message does not fit in it, and the new one when the message fills it).
 
-        A message too big to share a request with anything gets a batch of its own, and so
-        does a raw payload, at once.
+        A message too big to share a request with anything gets a batch of its own.
         """
-        size = len(message.body)
-        if message.raw_flow_id is not None:
-            return [
-                Batch(
-                    lane, message.connection_id, self._clock(), [message], size, message.raw_flow_id
-                )
-            ]
         closed: list[Batch] = []
+        size = len(message.body)
         batch = self._open.get(lane)
         if batch is not None and (
             batch.size + size + 1 > self.max_bytes or len(batch.messages) >= self.max_records
@@ -98,7 +94,9 @@ class Batcher:
             closed.append(self._close(lane))
             batch = None
         if batch is None:
-            batch = Batch(lane, message.connection_id, self._clock())
+            batch = Batch(
+                lane, message.connection_id, self._clock(), raw_flow_id=message.raw_flow_id
+            )
             self._open[lane] = batch
             batch.size += size  # the first message needs no comma
         else:
@@ -106,7 +104,12 @@ class Batcher:
         batch.messages.append(message)
         self.buffered_records += 1
         self.buffered_bytes += size
-        if len(batch.messages) >= self.max_records or batch.size >= self.max_bytes:
+        count = len(batch.messages)
+        if (
+            count >= self.max_records
+            or batch.size >= self.max_bytes
+            or (count >= MAX_RAW_GROUP and batch.raw_flow_id is not None)
+        ):
             closed.append(self._close(lane))
         return closed
 

@@ -4,8 +4,9 @@ Runs in a request thread, one batch per thread. Transient failures are retried h
 with backoff: the batch's lane stays busy meanwhile, so later batches of the same partition
 cannot overtake it. A 413 (or a 400 on several messages) splits the batch in halves, sent in
 order; a 207 entry that failed transiently is sent again alone with the others of its kind.
-Authentication failures renew the token once, then halt. A raw batch (one raw payload) goes to
-the single-message endpoint with its dataflow's x-adobe-flow-id header.
+Authentication failures renew the token once, then halt. The payloads of a raw batch go one by
+one, in order, to the single-message endpoint with their dataflow's x-adobe-flow-id header:
+the API has no batch of raw payloads.
 
 `deliver` never raises the connector's errors: what became of each message comes back in a
 DeliveryResult, including the halves a split already got accepted when a later half is
@@ -136,6 +137,8 @@ class Sender:
         result = DeliveryResult(batch)
         span = self.tracing.request(batch) if self.tracing is not None else None
         parts = [batch.messages]  # a stack; halves pushed second-half first to keep order
+        if batch.raw_flow_id is not None:  # a request per raw payload, first one on top
+            parts = [[message] for message in reversed(batch.messages)]
         try:
             while parts:
                 part = parts.pop()

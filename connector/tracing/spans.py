@@ -4,11 +4,11 @@ the records carry in their Kafka headers (W3C Trace Context: `traceparent`, `tra
 A request carries many records, each from its own trace, and a span has one parent: so a
 request span is a root span that *links* to each record's context. That is OpenTelemetry's
 answer for batches (the messaging conventions: a batch operation links to every message's
-creation context; a parent would pick one record's trace and misstate the others). Raw
-payloads, one per request, are linked the same way: one shape for every request span, and a
-request's latency never stretches the producer's trace. A dead letter is about one record:
-its span is a *child* of that record's context (the conventions allow the parent for a
-single message), so it shows up inside the trace that produced the record, where one looks
+creation context; a parent would pick one record's trace and misstate the others). A group
+of raw payloads, posted one by one, is linked the same way: one shape for every request span,
+and a request's latency never stretches the producer's trace. A dead letter is about one
+record: its span is a *child* of that record's context (the conventions allow the parent for
+a single message), so it shows up inside the trace that produced the record, where one looks
 for what became of it.
 
 No payload, error message or API message goes into a span: those can quote record values.

@@ -7,8 +7,9 @@ import httpx
 import orjson
 import pytest
 
-from connector.delivery.batcher import Batch, Batcher, OutboundMessage
+from connector.delivery.batcher import MAX_RAW_GROUP, Batch, Batcher, OutboundMessage, request_size
 from connector.delivery.outcome import classify_single
+from connector.delivery.sender import Ticket
 from connector.errors import DeadLetter, HaltError, RetryableError, Unacknowledged
 from connector.offsets import PartitionState
 from connector.records import SourceRecord
@@ -20,14 +21,18 @@ STATE = PartitionState(("t", 0))
 PAYLOAD = orjson.dumps({"customerId": "c-1", "note": "", "gone": None})
 
 
-def raw(offset: int = 0, body: bytes = PAYLOAD, flow: str | None = FLOW) -> OutboundMessage:
+def raw(
+    offset: int = 0, body: bytes = PAYLOAD, flow: str | None = FLOW, connection: str = "conn"
+) -> OutboundMessage:
     record = SourceRecord("t", 0, offset, None, None, body)
-    return OutboundMessage(body, record, STATE, "raw", "conn", flow)
+    return OutboundMessage(body, record, STATE, "raw", connection, flow)
 
 
-def raw_batch(message: OutboundMessage | None = None) -> Batch:
-    message = message or raw()
-    return Batch(("conn", FLOW), "conn", 0.0, [message], len(message.body), message.raw_flow_id)
+def raw_batch(*messages: OutboundMessage) -> Batch:
+    chosen = list(messages) or [raw()]
+    return Batch(
+        (("conn",), FLOW), "conn", 0.0, chosen, request_size([m.body for m in chosen]), FLOW
+    )
 
 
 def single_answer(request: httpx.Request) -> httpx.Response:
@@ -45,36 +50,34 @@ def single_answer(request: httpx.Request) -> httpx.Response:
 # --------------------------------------------------------------------------- batching
 
 
-def test_a_raw_payload_is_a_batch_of_its_own_closed_at_once() -> None:
+def test_raw_payloads_are_batched_apart_from_envelopes() -> None:
     batcher = Batcher(1_000, 100, 10.0, Clock())
     xdm = OutboundMessage(
         b'{"header":{}}', SourceRecord("t", 0, 0, None, None, b""), STATE, "m", "c"
     )
-    assert batcher.add("xdm-lane", xdm) == []  # an XDM batch lingers, open
-    (closed,) = batcher.add("raw-lane", raw())
-    assert closed.raw_flow_id == FLOW
-    assert closed.messages == [raw()]
-    assert closed.size == len(PAYLOAD) == len(closed.body())  # no {"messages": [...]} framing
-    assert closed.body() == PAYLOAD
-    assert (batcher.buffered_records, len(list(batcher))) == (1, 1)  # only the XDM one waits
+    assert batcher.add("xdm-lane", xdm) == []
+    assert batcher.add("raw-lane", raw(1)) == []
+    assert batcher.add("raw-lane", raw(2)) == []
+    raw_batch_, xdm_batch = sorted(batcher.flush(), key=lambda b: b.raw_flow_id is None)
+    assert raw_batch_.raw_flow_id == FLOW
+    assert raw_batch_.messages == [raw(1), raw(2)]
+    assert xdm_batch.raw_flow_id is None
 
 
 @pytest.mark.parametrize("ordering", ["partition", "none"])
-def test_raw_payloads_take_a_request_each_in_a_lane_of_their_own(ordering: str) -> None:
+def test_a_dataflow_has_lanes_of_its_own(ordering: str) -> None:
     dispatcher, sender, _clock = make(ordering, max_in_flight_requests=8)
     sender.release.set()
     xdm = OutboundMessage(b"{}", SourceRecord("t", 0, 9, None, None, b""), STATE, "m", "c1")
     dispatcher.add(xdm)
     for offset in range(3):
-        dispatcher.add(raw(offset))
-    results = run_to_completion(dispatcher)
-    batches = [result.batch for result in results]
-    assert sorted(len(b.messages) for b in batches) == [1, 1, 1, 1]
-    raw_lanes = {b.lane for b in batches if b.raw_flow_id is not None}
-    xdm_lanes = {b.lane for b in batches if b.raw_flow_id is None}
-    assert len(raw_lanes) == 1
-    assert raw_lanes.isdisjoint(xdm_lanes)
-    assert all(FLOW in lane for lane in raw_lanes)  # type: ignore[operator]
+        dispatcher.add(raw(offset, connection="c1"))
+    dispatcher.flush()
+    (raw_result,) = [r for r in run_to_completion(dispatcher) if r.batch.raw_flow_id]
+    assert [m.record.offset for m in raw_result.batch.messages] == [0, 1, 2]
+    xdm_lanes = {b.lane for b, _ in sender.started if b.raw_flow_id is None}
+    assert raw_result.batch.lane not in xdm_lanes
+    assert FLOW in raw_result.batch.lane  # type: ignore[operator]
 
 
 # --------------------------------------------------------------------------- the answer
@@ -192,3 +195,62 @@ def test_a_payload_the_api_finds_too_large_is_dead_lettered_never_split() -> Non
     ((_message, letter),) = result.rejected
     assert letter.status == 413
     assert metrics.splits._value.get() == 0
+
+
+def test_the_payloads_of_a_raw_batch_go_one_by_one_in_order() -> None:
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        if orjson.loads(request.content)["n"] == 1:
+            return httpx.Response(400, json={"message": "refused"})
+        return single_answer(request)
+
+    payloads = [raw(n, orjson.dumps({"n": n})) for n in range(4)]
+    sender, metrics, _ = make_sender(handler)
+    result = sender.deliver(raw_batch(*payloads))
+    assert seen == [p.body for p in payloads]  # each alone, in offset order
+    assert result.accepted == [payloads[0], payloads[2], payloads[3]]
+    ((rejected, letter),) = result.rejected
+    assert rejected is payloads[1]
+    assert letter.api_message == "refused"
+    assert (result.attempts, result.last_status) == (4, 200)
+    assert metrics.requests.labels("200")._value.get() == 3
+
+
+def test_a_halt_in_a_raw_batch_keeps_what_was_accepted_and_leaves_the_rest() -> None:
+    answers = iter([200, 404])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        return single_answer(request) if status == 200 else httpx.Response(status)
+
+    payloads = [raw(n, orjson.dumps({"n": n})) for n in range(3)]
+    sender, _, _ = make_sender(handler)
+    result = sender.deliver(raw_batch(*payloads))
+    assert result.accepted == [payloads[0]]
+    assert result.unfinished == payloads[1:]
+    assert "404" in (result.halt or "")
+
+
+def test_a_deadline_stops_a_raw_batch_between_payloads() -> None:
+    clock = Clock()
+    ticket = Ticket(deadline=clock.now + 10)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        clock.now += 6  # each request takes 6 s: the second one ends past the deadline
+        return single_answer(request)
+
+    payloads = [raw(n, orjson.dumps({"n": n})) for n in range(3)]
+    sender, _, _ = make_sender(handler, clock=clock)
+    result = sender.deliver(raw_batch(*payloads), ticket)
+    assert result.accepted == payloads[:2]
+    assert result.unfinished == payloads[2:]
+
+
+def test_a_raw_group_closes_at_its_own_limit() -> None:
+    """Small groups let several request slots share a backlog of raw payloads."""
+    batcher = Batcher(1_000_000, 1000, 10.0, Clock())
+    closed = [b for n in range(MAX_RAW_GROUP * 2 + 1) for b in batcher.add("raw", raw(n))]
+    assert [len(b.messages) for b in closed] == [MAX_RAW_GROUP, MAX_RAW_GROUP]
+    assert batcher.buffered_records == 1
