@@ -142,7 +142,8 @@ class Tracing:
         attributes: dict[str, AttributeValue] = {
             "aep.connection.id": batch.connection_id,
             "aep.request.messages": len(batch.messages),
-            "aep.request.bytes": batch.size,
+            # A raw group is sent as its payloads alone, without the batch framing.
+            "aep.request.bytes": sum(len(m.body) for m in batch.messages) if raw else batch.size,
             "messaging.batch.message_count": len(batch.messages),
             "http.request.method": "POST",
             "url.template": template,

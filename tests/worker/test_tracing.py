@@ -220,6 +220,7 @@ def test_a_raw_request_span_names_its_flow_and_links_its_record(
     assert a["url.template"] == "/collection/{connectionId}"
     assert a["aep.flow.id"] == FLOW
     assert (a["aep.request.messages"], a["http.response.status_code"]) == (1, 200)
+    assert a["aep.request.bytes"] == len(orjson.dumps({"id": "0-0", "n": 0}))  # no framing
     ((link),) = raw.links
     assert link.context.span_id == int(traceparent(0)[1], 16)
     assert len(spans(exporter, "send conn")) == 1  # the XDM message's own request
