@@ -615,6 +615,9 @@ def mapping_copy(directory: Path, topic: str, validate: bool = True) -> Path:
         text = text.replace(block, "")
     target = directory / MAPPING.name
     target.write_text(text.replace(original, f"topics: [{topic}]"), encoding="utf-8")
+    # The XDM schema its `validate` block names, beside it as in the examples.
+    for schema in MAPPING.parent.glob(f"{MAPPING.stem}*.schema.json"):
+        shutil.copyfile(schema, directory / schema.name)
     return target
 
 

@@ -214,6 +214,9 @@ def map_records(
     envelope per line (only the entity with --entity-only). With --explain, print the
     generated Python function the mapping runs as, and exit.
 
+    A raw mapping (`target.mode: raw`) prints each record as it would be sent, and names the
+    endpoint and the x-adobe-flow-id header on stderr.
+
     Kafka metadata is simulated: _kafka.topic is the mapping's first topic, partition 0, the
     offset the line number - 1, no key, headers or timestamp. Bad lines, field warnings and
     entities that break the mapping's XDM schema (`validate`) are reported on stderr with their
@@ -267,6 +270,13 @@ def map_records(
     validator = mapping.validator
     for warning in validator.warnings if validator else ():
         click.echo(f"warning: {mapping_file}: {warning}", err=True)
+    if mapping.raw_flow_id is not None:
+        inlet = mapping.connection_id or "<platform.connection_id>"
+        click.echo(
+            f"raw mode: each record below is POSTed alone to /collection/{inlet} with "
+            f"x-adobe-flow-id: {mapping.raw_flow_id}",
+            err=True,
+        )
     if from_topic:
         sys.exit(
             preview_or_exit(

@@ -125,7 +125,9 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
                 DeadLetter("map", "envelope", f"envelope: {exc}", mapping=mapping.name)
             )
             continue
-        if len(body) + FRAMING_BYTES > API_MAX_REQUEST_BYTES:  # alone in a request
+        # Alone in a request: framed in a batch, or (raw) the whole body of a single request.
+        framing = FRAMING_BYTES if mapping.raw_flow_id is None else 0
+        if len(body) + framing > API_MAX_REQUEST_BYTES:
             result.dead_letters.append(
                 DeadLetter(
                     "validate",

@@ -632,6 +632,19 @@ class MappingSettings(_Section):
         )
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry traces (the `tracing` extra; docs/tracing.md). The exporter, endpoint,
+    sampler and resource come from the SDK's standard OTEL_* variables."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Trace each API request and each dead letter, linked to the records' W3C "
+            "`traceparent` headers. Off: OpenTelemetry is not even imported."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """The worker's configuration. See the module docstring for where values come from."""
 
@@ -653,6 +666,7 @@ class Settings(BaseSettings):
     mappings_dir: Path = Field(default=Path("mappings"), description="Mapping files directory.")
     mapping: MappingSettings = Field(default_factory=MappingSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from confluent_kafka import Consumer as KafkaConsumer
@@ -47,6 +47,10 @@ from connector.source.kafka import (
     halt_reason,
     producer_config,
 )
+from connector.tracing import start_tracing
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 log = get_logger("worker")
 
@@ -110,6 +114,8 @@ class Worker:
                 producer_config(settings, "receipts"), settings.receipts, metrics
             )
         self.http = http or http_client(settings)
+        self.tracing: Tracing | None = start_tracing(settings)  # None unless tracing.enabled
+        self.dead_letters.tracing = self.tracing
         routes = Routes(settings, mappings, metrics)
         self.dispatcher = build_dispatcher(
             settings,
@@ -119,6 +125,7 @@ class Worker:
             self.api_health,
             clock,
             wall_clock,
+            self.tracing,
         )
         self.flow = PauseControl(self.consumer, self.tracker, settings.batching, metrics)
         self.intake = Intake(
@@ -458,6 +465,8 @@ class Worker:
         except Exception as exc:  # librdkafka raises KafkaError itself from close()
             log.warning("consumer close failed", extra={"fields": {"error": str(exc)}})
         self.http.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def _arm_watchdog(self, seconds: float) -> None:
         """The last resort of the exit bound: librdkafka's commit and close can block on

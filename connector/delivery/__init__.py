@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -13,6 +14,9 @@ from connector.delivery.sender import ApiHealth, Sender
 from connector.delivery.transport import build_http_client
 from connector.metrics import Metrics
 from connector.settings import Settings
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 
 def http_client(settings: Settings) -> httpx.Client:
@@ -35,6 +39,7 @@ def build_dispatcher(
     health: ApiHealth,
     clock: Callable[[], float],
     wall_clock: Callable[[], float],
+    tracing: Tracing | None = None,
 ) -> Dispatcher:
     """The delivery stack of a worker: dispatcher → sender → token provider → HTTP client."""
     platform = settings.platform
@@ -49,4 +54,5 @@ def build_dispatcher(
         wall_clock=wall_clock,
         clock=clock,
     )
+    sender.tracing = tracing
     return Dispatcher(settings.batching, connections, sender, clock)

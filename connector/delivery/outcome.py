@@ -1,4 +1,5 @@
-"""Reading the API's answer to one batch request: pure logic, decided in this one place.
+"""Reading the API's answer to one request (a batch, or a raw payload's single-message request):
+pure logic, decided in this one place.
 
 `classify` returns one entry per message (Accepted, with the API's identifiers of the message;
 a DeadLetter = rejected; TRANSIENT = this message failed transiently and is sent again) or raises
@@ -85,6 +86,30 @@ def classify(
     if status == 501:
         raise HaltError(f"API answered 501 (not supported here; check the endpoint): {message}")
     raise HaltError(f"API answered unexpected status {status}: {message}")
+
+
+def classify_single(
+    status: int, body: bytes, retry_after: str | None, now_epoch_s: float
+) -> list[Outcome]:
+    """The outcome of a single-message request (a raw payload), or raise what to do. A 2xx
+    acknowledges the message only with the answer's `xactionId`, for the reason given at
+    `_per_message`; everything else reads as for a batch of one (400 and 413: rejected)."""
+    if 200 <= status < 300:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or not answer.get("xactionId"):
+            raise Unacknowledged(f"API answered {status} without an xactionId", status=status)
+        xaction_id = answer["xactionId"]
+        return [
+            Accepted(
+                None,
+                xaction_id if isinstance(xaction_id, str) else str(xaction_id),
+                int(now_epoch_s * 1000),
+            )
+        ]
+    return classify(status, body, retry_after, 1, now_epoch_s)
 
 
 def _per_message(status: int, body: bytes, count: int, now_ms: int) -> list[Outcome]:

@@ -152,6 +152,28 @@ applies.
 {{- end }}
 
 {{/*
+The OpenTelemetry SDK's variables (values `tracing`) as env entries, when config.tracing.enabled.
+*/}}
+{{- define "aep-connector.tracingEnv" -}}
+{{- $enabled := (.Values.config.tracing | default dict).enabled }}
+{{- if $enabled }}
+{{- $tracing := .Values.tracing | default dict }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $tracing.serviceName | default (include "aep-connector.fullname" .) | quote }}
+{{- range $name, $value := dict "OTEL_EXPORTER_OTLP_ENDPOINT" $tracing.otlpEndpoint "OTEL_TRACES_SAMPLER" $tracing.sampler "OTEL_TRACES_SAMPLER_ARG" $tracing.samplerArg }}
+{{- if $value }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := $tracing.env }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The ops port (config.ops.port, default 8080).
 */}}
 {{- define "aep-connector.opsPort" -}}
