@@ -339,6 +339,8 @@ def total(samples: dict[str, float], name: str) -> float:
 #: the series show the rates falling to zero and the lag at zero).
 SCRAPE_INTERVAL_S = 1.0
 SCRAPE_TAIL_S = 5.0
+#: Figures of a run written with its series (the picture's title says what the run was).
+SCRAPE_FIGURES = ("records_per_s", "elapsed_s", "requests", "retries", "dead_lettered", "machine")
 
 
 @dataclass
@@ -855,7 +857,10 @@ def main() -> None:
         "summary": summarize(runs),
     }
     if args.scrape:
-        series = [{"run": r["run"], **r.pop("scrape")} for r in runs]
+        series = [
+            {"run": r["run"], **r.pop("scrape"), "figures": {k: r[k] for k in SCRAPE_FIGURES}}
+            for r in runs
+        ]
         scraped = {k: result[k] for k in ("command", "started", "git_commit", "settings")}
         scraped |= {"runs": series}
         args.scrape.write_text(json.dumps(scraped) + "\n", encoding="utf-8")

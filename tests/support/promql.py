@@ -60,9 +60,12 @@ class Store:
     """Samples in time order: each series' (times, values)."""
 
     series: dict[Labels, tuple[list[float], list[float]]] = field(default_factory=dict)
+    #: Which series each selector selects (a selector is matched once, not at every step).
+    _selected: dict[str, list[Labels]] = field(default_factory=dict)
 
     def add(self, t: float, samples: Iterable[Sequence[Any]]) -> None:
         """One scrape at time t: (name, labels, value) triples; t must not go backwards."""
+        self._selected.clear()
         for name, labels, value in samples:
             times, values = self.series.setdefault(labels_of(name, labels), ([], []))
             if times and t < times[-1]:
@@ -74,14 +77,21 @@ class Store:
         return {dict(labels)["__name__"] for labels in self.series}
 
     def select(self, selector: Any) -> Iterable[tuple[Labels, list[float], list[float]]]:
-        matchers = [(m.name, str(m.op), m.value) for m in selector.matchers.matchers]
-        if selector.matchers.or_matchers:
-            raise Unsupported("or-matchers")
-        if selector.name:
-            matchers.append(("__name__", "MatchOp.Equal", selector.name))
-        for labels, (times, values) in self.series.items():
-            if all(_matches(dict(labels).get(n, ""), op, v) for n, op, v in matchers):
-                yield labels, times, values
+        key = str(selector)
+        if key not in self._selected:
+            matchers = [(m.name, str(m.op), m.value) for m in selector.matchers.matchers]
+            if selector.matchers.or_matchers:
+                raise Unsupported("or-matchers")
+            if selector.name:
+                matchers.append(("__name__", "MatchOp.Equal", selector.name))
+            self._selected[key] = [
+                labels
+                for labels in self.series
+                if all(_matches(dict(labels).get(n, ""), op, v) for n, op, v in matchers)
+            ]
+        for labels in self._selected[key]:
+            times, values = self.series[labels]
+            yield labels, times, values
 
 
 def _matches(actual: str, op: str, wanted: str) -> bool:
