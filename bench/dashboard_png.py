@@ -6,15 +6,17 @@ is evaluated on the worker's /metrics as bench/worker_bench.py --scrape read the
 (tests/support/promql.py evaluates), with Grafana's units, legends and stacking. docs/dashboard.png
 was made with
 
-    .venv/bin/python bench/worker_bench.py --records 300000 --partitions 8 --bad-every 500 \\
-        --emulator-config '{"faults": {"seed": 14, "p503": 0.03, "p429": 0.02,
+    .venv/bin/python bench/worker_bench.py --records 150000 --partitions 8 --bad-every 500 \\
+        --emulator-config '{"faults": {"seed": 14, "p503": 0.06, "p429": 0.04,
                             "retry_after_s": 1, "retry_after_429_s": 1}}' \\
+        --env AEP_CONNECTOR_BATCHING__MAX_BUFFERED_RECORDS=4000 --timeout 1500 \\
         --output bench-result.json --scrape bench-series.json
     .venv/bin/python bench/dashboard_png.py bench-series.json docs/dashboard.png
 
-that is: the real broker (scripts/local-kafka), the emulator answering 3 % of the requests with
-503 and 2 % with 429 (Retry-After 1 s), one record in 500 not JSON (dead-lettered at decoding),
-and the worker process with default settings.
+that is: the real broker (scripts/local-kafka), the emulator answering 6 % of the requests with
+503 and 4 % with 429 (Retry-After 1 s), one record in 500 not JSON (dead-lettered at decoding),
+and the worker process with default settings but a buffer of 4,000 messages (instead of 50,000),
+so that requests held by a Retry-After pause partitions, as a slow API would.
 """
 
 from __future__ import annotations
@@ -160,10 +162,14 @@ def title(scraped: dict[str, Any], run: dict[str, Any]) -> str:
         for key, code in (("p503", "503"), ("p429", "429"))
         if key in faults
     )
+    changed = [
+        name.removeprefix("AEP_CONNECTOR_").replace("__", ".").lower() + f"={value}"
+        for name, value in settings.get("worker_env", {}).items()
+    ]
     parts = [
         f"{settings['records']:,} records of ~{settings['mean_record_bytes']:,} B "
         f"over {settings['partitions']} partitions (real broker, emulator, worker process; "
-        f"default settings)"
+        + (f"default settings but {', '.join(changed)})" if changed else "default settings)")
     ]
     if injected:
         parts.append(f"emulator answering {injected} (Retry-After 1 s)")
