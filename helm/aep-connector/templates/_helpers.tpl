@@ -228,4 +228,7 @@ Checks of relations between values that values.schema.json cannot express.
 {{- if and .Values.serviceMonitor.enabled (not .Values.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs service.enabled: the ServiceMonitor scrapes the Service" }}
 {{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.prometheusRule.selector) (not .Values.serviceMonitor.enabled) }}
+{{- fail "prometheusRule.enabled needs serviceMonitor.enabled, or prometheusRule.selector set to the labels your Prometheus gives this release's series: without either the alerts would select nothing" }}
+{{- end }}
 {{- end }}
