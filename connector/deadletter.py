@@ -11,11 +11,12 @@ whole stream into the dead-letter topic: past a ratio or a run of dead letters i
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -23,6 +24,10 @@ from connector.errors import DeadLetter, HaltError
 from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.records import SourceRecord
+from connector.source.kafka import halt_reason
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 log = get_logger("deadletter")
 
@@ -79,6 +84,7 @@ class DeadLetterWriter(Generic[T]):
             # A dead letter must land in the topic the operator created, never in one a
             # misspelt name conjured up.
             "allow.auto.create.topics": False,
+            "error_cb": self._on_error,
         }
         self._producer = producer_factory(config)
         self.topic = topic
@@ -86,37 +92,62 @@ class DeadLetterWriter(Generic[T]):
         self._queue_full_timeout_s = queue_full_timeout_s
         self._clock = clock
         self._confirmed: list[T] = []
+        self._oversized: list[tuple[SourceRecord, DeadLetter, T]] = []
         self.pending = 0
         self.failure: str | None = None  # set when a delivery failed for good
+        self.tracing: Tracing | None = None  # set when tracing is enabled
 
     def send(
-        self, record: SourceRecord, letter: DeadLetter, token: T, stop: threading.Event
+        self,
+        record: SourceRecord,
+        letter: DeadLetter,
+        token: T,
+        stop: threading.Event,
+        without_value: bool = False,
     ) -> bool:
         """Queue `record` with the context headers of `letter`; `token` comes back from poll()
         once Kafka has it. False when `stop` was set while the producer's queue was full (the
-        record stays unfinished); HaltError when the queue stays full too long."""
+        record stays unfinished); HaltError when the queue stays full too long.
+
+        A record too large for the producer or the topic is sent again without its value,
+        with a header giving the value's size: the stream goes on, and the record can still be
+        found at its source offset.
+        """
 
         def delivered(error: KafkaError | None, _message: object) -> None:
             self.pending -= 1
             if error is not None:
+                if _too_large(error) and not without_value:
+                    self._oversized.append((record, letter, token))
+                    return
                 self.failure = f"dead-letter write to {self.topic} failed: {error}"
                 return
             self._metrics.records_dead_lettered.labels(letter.stage, letter.error_class).inc()
             self._confirmed.append(token)
 
+        if not without_value:
+            _log_dead_letter(record, letter)
+            if self.tracing is not None:
+                self.tracing.dead_letter(record, letter, self.topic)
         headers = [*record.headers, *context_headers(record, letter)]
+        value = record.value
+        if without_value:
+            size = 0 if record.value is None else len(record.value)
+            headers.append((HEADER_PREFIX + "value.omitted", str(size).encode()))
+            value = None
         give_up_at: float | None = None
         while True:
             try:
                 self._producer.produce(
-                    self.topic,
-                    key=record.key,
-                    value=record.value,
-                    headers=headers,
-                    on_delivery=delivered,
+                    self.topic, key=record.key, value=value, headers=headers, on_delivery=delivered
                 )
                 self.pending += 1
                 return True
+            except KafkaException as exc:
+                if not _too_large(exc.args[0]) or without_value:
+                    raise HaltError(f"dead-letter write to {self.topic} failed: {exc}") from None
+                self._warn_oversized(record)
+                return self.send(record, letter, token, stop, without_value=True)
             except BufferError:
                 # The local queue is full (the brokers are slow or away): let deliveries drain,
                 # but never for ever, and not past a stop.
@@ -131,21 +162,50 @@ class DeadLetterWriter(Generic[T]):
                     ) from None
                 self._producer.poll(0.05)
 
+    def _on_error(self, error: KafkaError) -> None:
+        """Client errors (served by poll): a failed login halts, like a failed delivery."""
+        reason = halt_reason(error)
+        if reason is not None:
+            self.failure = self.failure or f"dead-letter producer: {reason}"
+            return
+        log.warning("dead-letter producer error", extra={"fields": {"error": str(error)}})
+
     def poll(self) -> list[T]:
         """Tokens of the dead letters confirmed since the last call; HaltError once a
-        delivery has failed."""
+        delivery (or the login) has failed."""
         self._producer.poll(0)
         return self._take_confirmed()
 
     def flush(self, timeout_s: float) -> list[T]:
         self._producer.flush(timeout_s)
-        return self._take_confirmed()
+        confirmed = self._take_confirmed()  # sends oversized ones again without their value
+        if self.pending:
+            self._producer.flush(timeout_s)
+            confirmed += self._take_confirmed()
+        return confirmed
 
     def _take_confirmed(self) -> list[T]:
         if self.failure is not None:
             raise HaltError(self.failure)
+        oversized, self._oversized = self._oversized, []
+        for record, letter, token in oversized:
+            self._warn_oversized(record)
+            self.send(record, letter, token, _NEVER, without_value=True)
         confirmed, self._confirmed = self._confirmed, []
         return confirmed
+
+    def _warn_oversized(self, record: SourceRecord) -> None:
+        log.warning(
+            "record too large for the dead-letter topic: dead-lettered without its value",
+            extra={
+                "fields": {
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "bytes": 0 if record.value is None else len(record.value),
+                }
+            },
+        )
 
     def check_topic(self, timeout_s: float = 10.0) -> None:
         """Refuse to start when the brokers say the dead-letter topic does not exist.
@@ -157,6 +217,9 @@ class DeadLetterWriter(Generic[T]):
         try:
             metadata = self._producer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
+            self._producer.poll(0)  # serve the client's errors: a failed login halts here
+            if self.failure is not None:
+                raise HaltError(self.failure) from None
             log.warning(
                 "could not check the dead-letter topic", extra={"fields": {"error": str(exc)}}
             )
@@ -167,6 +230,30 @@ class DeadLetterWriter(Generic[T]):
                 f"dead-letter topic {self.topic!r} is not available "
                 f"({topic.error if topic else 'missing'}); create it before starting"
             )
+
+
+_NEVER = threading.Event()
+
+
+def _log_dead_letter(record: SourceRecord, letter: DeadLetter) -> None:
+    fields: dict[str, object] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "stage": letter.stage,
+        "reason": letter.error_class,
+        "status": letter.status,
+        "mapping": letter.mapping,
+    }
+    if log.isEnabledFor(logging.DEBUG):  # error texts can quote field values (a payload)
+        fields["error"] = letter.message[:300]
+    log.warning("dead-lettering record", extra={"fields": fields})
+
+
+def _too_large(error: KafkaError) -> bool:
+    """Whether the producer (locally) or the broker (the topic's max.message.bytes) refused a
+    message for its size."""
+    return bool(error.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE))
 
 
 class CircuitBreaker:

@@ -10,11 +10,15 @@ API), and the worker decides by class alone what happens next.
     ├── SplitRequest            the request is too large: split the batch in halves, retry them
     ├── HaltError               the deployment is wrong: stop consuming, commit nothing unfinished
     │   └── AuthenticationError 401/403: renew the token once, then halt
-    ├── ConfigError             invalid settings (connector.settings): exit 2
-    ├── MappingLoadError        invalid mapping files (connector.mapping): exit 2
-    │   └── DocumentError       one mapping file's structure
-    ├── MappingFailure          one record could not be mapped (strict mode, budget): poison
-    └── EmulatorConfigError     the emulator's configuration: exit 2
+    ├── InvalidInput            files or settings a user wrote, every problem listed: exit 2
+    │   ├── ConfigError         the settings (connector.settings)
+    │   ├── MappingLoadError    mapping files (connector.mapping.errors)
+    │   └── EmulatorConfigError the emulator's configuration (connector.emulator.config)
+    ├── DocumentError           a YAML or JSON file that cannot be read at all (mapping.model)
+    ├── TracingUnavailable      tracing enabled but the SDK or an exporter is missing (tracing)
+    ├── SourceError             a piece of mapping text at a line and column (mapping.errors)
+    ├── ExpressionError         a field's expression failed for one record (mapping.errors)
+    └── MappingFailure          one record could not be mapped (strict, budget): a dead letter
 
 Where errors of the layers below are translated into this tree:
 - connector/source/decode.py: orjson and fastavro errors → PoisonError (stage decode); schema
@@ -111,6 +115,15 @@ class HaltError(ConnectorError):
     The worker stops consuming, reports unhealthy, and exits non-zero without committing
     anything that was not finished; the orchestrator restarts it once the cause is fixed.
     """
+
+
+class InvalidInput(ConnectorError):
+    """Files or settings a user wrote are invalid; `problems` lists every one, one line each,
+    so that a single run shows every mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class AuthenticationError(HaltError):

@@ -22,7 +22,16 @@ PartitionKey = tuple[str, int]
 class PartitionState:
     """Finished and unfinished offsets of one assignment of one partition."""
 
-    __slots__ = ("_order", "_remaining", "active", "committed", "key", "last_added", "position")
+    __slots__ = (
+        "_order",
+        "_remaining",
+        "active",
+        "committed",
+        "key",
+        "last_added",
+        "may_refetch",
+        "position",
+    )
 
     def __init__(self, key: PartitionKey) -> None:
         self.key = key
@@ -32,6 +41,8 @@ class PartitionState:
         self.position: int | None = None  # next offset to commit (last finished + 1)
         self.committed: int | None = None  # last position handed to a commit
         self.last_added: int = -1
+        #: Resumed since the last record was added: the client may deliver a range again.
+        self.may_refetch = False
 
     def add(self, offset: int, parts: int) -> None:
         """Track a consumed record that will be finished by `parts` results (0: finished now)."""
@@ -67,6 +78,13 @@ class PartitionState:
     def pending(self) -> int:
         """Records consumed but not finished."""
         return len(self._remaining)
+
+    def skip_to(self, position: int) -> None:
+        """The consumer's position passed offsets that are no records (transaction markers):
+        with nothing unfinished, the commit position may follow it."""
+        if not self._remaining and position > self.last_added:
+            self.last_added = position - 1
+            self.position = position
 
     def first_unfinished(self) -> int:
         """The lowest offset not yet finished (one past the last added when all are)."""
@@ -105,6 +123,9 @@ class OffsetTracker:
 
     def keys(self) -> list[PartitionKey]:
         return list(self._states)
+
+    def states(self) -> list[PartitionState]:
+        return list(self._states.values())
 
     def commit_positions(self, keys: list[PartitionKey] | None = None) -> dict[PartitionKey, int]:
         """Positions that moved since the last commit (for all partitions, or for `keys`)."""

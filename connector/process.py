@@ -27,9 +27,10 @@ from connector.source.decode import (
     ConfluentAvroDecoder,
     Decoder,
     FixedAvroDecoder,
+    JsonDecoder,
     RegistrySchemas,
-    decode_json,
 )
+from connector.source.limits import DecodeLimits
 
 TOMBSTONE = DeadLetter("decode", "tombstone", "tombstone (null value)")
 
@@ -59,12 +60,15 @@ class Route:
 @dataclass(slots=True)
 class Processed:
     """What became of one record: messages to send (envelope bytes and their target), dead
-    letters, and how many mappings filtered it out; `tombstone` when skipped as one."""
+    letters, and how many mappings filtered it out; `tombstone` when skipped as one.
+    `warnings` holds (mapping name, field warnings) for the mappings that left fields out
+    (the worker counts them; `map --from-topic` prints them)."""
 
     messages: list[tuple[bytes, Target]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     filtered: int = 0
     tombstone: bool = False
+    warnings: tuple[tuple[str, list[str]], ...] = ()
 
 
 def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
@@ -94,6 +98,7 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
             continue
         if mapped.warnings:
             target.warnings.inc(len(mapped.warnings))
+            result.warnings += ((mapping.name, mapped.warnings),)
         if mapped.entity is None:
             result.filtered += 1
             continue
@@ -120,7 +125,9 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
                 DeadLetter("map", "envelope", f"envelope: {exc}", mapping=mapping.name)
             )
             continue
-        if len(body) + FRAMING_BYTES > API_MAX_REQUEST_BYTES:  # alone in a request
+        # Alone in a request: framed in a batch, or (raw) the whole body of a single request.
+        framing = FRAMING_BYTES if mapping.raw_flow_id is None else 0
+        if len(body) + framing > API_MAX_REQUEST_BYTES:
             result.dead_letters.append(
                 DeadLetter(
                     "validate",
@@ -145,6 +152,11 @@ class Routes:
         self._metrics = metrics
         self._routes: dict[str, Route] = {}
         self._targets: dict[str, Target] = {}
+        decoding = settings.decoding
+        self._limits = DecodeLimits(
+            decoding.max_value_bytes, decoding.max_depth, decoding.max_values
+        )
+        self._json = JsonDecoder(self._limits)
         self._avro: ConfluentAvroDecoder | None = None
         self._fixed_avro: dict[Path, FixedAvroDecoder] = {}
 
@@ -185,12 +197,12 @@ class Routes:
 
     def _decoder_for(self, mapping: CompiledMapping) -> Decoder:
         if mapping.source_format == "json":
-            return decode_json
+            return self._json
         if mapping.source_format == "avro-schema":
             assert mapping.schema_path is not None
             path = mapping.schema_path
             if path not in self._fixed_avro:
-                self._fixed_avro[path] = FixedAvroDecoder(path)
+                self._fixed_avro[path] = FixedAvroDecoder(path, self._limits)
             return self._fixed_avro[path]
         if self._avro is None:
             kafka = self._settings.kafka
@@ -204,7 +216,9 @@ class Routes:
                     for k, v in kafka.schema_registry_secret_properties.items()
                 },
             }
-            self._avro = ConfluentAvroDecoder(RegistrySchemas(config))
+            self._avro = ConfluentAvroDecoder(
+                RegistrySchemas(config), self._limits, self._settings.decoding.unknown_schema_ttl_s
+            )
         return self._avro
 
     def connections(self) -> set[str]:

@@ -10,6 +10,7 @@ from connector.logs import configure, get_logger
 from connector.mapping import CompiledMapping, MappingLoadError, TargetDefaults, load_mappings
 from connector.metrics import Metrics
 from connector.ops import OpsServer
+from connector.preflight import security_warnings
 from connector.settings import Settings, masked
 
 log = get_logger("runner")
@@ -44,6 +45,8 @@ def run_worker(settings: Settings) -> int:
 
     configure(settings.ops.log_format, settings.ops.log_level)
     log.info("starting", extra={"fields": {"config": masked(settings)}})
+    for warning in security_warnings(settings):
+        log.warning(warning)
     try:
         mappings = load_worker_mappings(settings)
     except MappingLoadError as exc:

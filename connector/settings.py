@@ -10,13 +10,24 @@ Settings are validated once at start-up; the hot path reads plain attributes.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -25,6 +36,8 @@ from pydantic_settings import (
     SettingsError,
     YamlConfigSettingsSource,
 )
+
+from connector.errors import InvalidInput
 
 if TYPE_CHECKING:
     from connector.mapping.limits import MappingLimits
@@ -45,6 +58,64 @@ DEFAULT_SCOPES = [
 ]
 
 
+#: Client properties whose values are secrets, matched on the lower-cased key: librdkafka's
+#: (CONFIGURATION.md: sasl.password, ssl.key.password, ssl.key.pem, ssl.keystore.password,
+#: sasl.oauthbearer.client.secret and its alias, sasl.oauthbearer.assertion.private.key.pem and
+#: .passphrase, sasl.oauthbearer.config, which may carry credentials) and the schema-registry
+#: client's (basic.auth.user.info, bearer.auth.token, ...). They belong in the
+#: `secret_properties` settings, which are never printed. The Helm chart's values schema uses
+#: the same pattern (RE2 and Python syntax alike).
+SECRET_PROPERTY_PATTERN = (
+    r"password|secret|passphrase|key\.pem$|^sasl\.oauthbearer\.config$"  # noqa: S105 - key names
+    r"|^basic\.auth\.user\.info$|^bearer\.auth\.token$"
+)
+_SECRET_PROPERTY = re.compile(SECRET_PROPERTY_PATTERN)
+
+
+def is_secret_property(key: str) -> bool:
+    """True for a client property whose value is a credential (see SECRET_PROPERTY_PATTERN)."""
+    return _SECRET_PROPERTY.search(key.lower()) is not None
+
+
+def _plain_properties(
+    properties: dict[str, str], secret_setting: str, secret_field: str
+) -> dict[str, str]:
+    """Refuse secret keys in a plain properties dict, naming the keys (never the values)."""
+    secret = sorted(key for key in properties if is_secret_property(key))
+    if secret:
+        raise ValueError(
+            f"{', '.join(secret)} hold{'s' if len(secret) == 1 else ''} a secret: set "
+            f"{'it' if len(secret) == 1 else 'them'} in {secret_setting} "
+            f"({env_var_name(('kafka', secret_field))}), which is never printed or logged"
+        )
+    return properties
+
+
+def _plain_properties_schema() -> dict[str, Any]:
+    """The chart's values schema refuses secret keys in plain properties as the worker does."""
+    return {"propertyNames": {"not": {"pattern": SECRET_PROPERTY_PATTERN}}}
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when `url`'s host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _has_userinfo(url: str) -> bool:
+    """True when `url` carries user:password@ (a credential that would be printed with it)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.username is not None or parts.password is not None
+
+
 class _Section(BaseModel):
     """A settings section: unknown keys are errors, so typos do not pass silently."""
 
@@ -63,8 +134,11 @@ class KafkaSettings(_Section):
         default_factory=dict,
         description=(
             "librdkafka properties passed to the consumer and the dead-letter producer as they "
-            "are (TLS, SASL mechanism, fetch sizes); JSON object in the environment."
+            "are (TLS, SASL mechanism, fetch sizes); JSON object in the environment. Secret "
+            "keys (*password*, *secret*, ssl.key.pem, ...) are refused here: use "
+            "secret_properties."
         ),
+        json_schema_extra=_plain_properties_schema(),
     )
     secret_properties: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -96,11 +170,89 @@ class KafkaSettings(_Section):
     )
     schema_registry_properties: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra schema-registry client settings (e.g. basic.auth.credentials.source).",
+        description=(
+            "Extra schema-registry client settings (e.g. ssl.ca.location, timeout); secret "
+            "keys are refused here: use schema_registry_secret_properties."
+        ),
+        json_schema_extra=_plain_properties_schema(),
     )
     schema_registry_secret_properties: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Secret schema-registry client settings (e.g. basic.auth.user.info).",
+    )
+
+    @field_validator("properties")
+    @classmethod
+    def _no_secret_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        return _plain_properties(value, "kafka.secret_properties", "secret_properties")
+
+    @field_validator("schema_registry_properties")
+    @classmethod
+    def _no_secret_registry_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        return _plain_properties(
+            value,
+            "kafka.schema_registry_secret_properties",
+            "schema_registry_secret_properties",
+        )
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _no_credentials_in_registry_url(cls, value: str | None) -> str | None:
+        if value is not None and _has_userinfo(value):
+            raise ValueError(
+                "credentials in the URL would be printed with it: set them as "
+                "basic.auth.user.info in schema_registry_secret_properties"
+            )
+        return value
+
+    def insecure_tls(self) -> list[str]:
+        """The properties that turn off librdkafka's checks of the brokers' certificates."""
+        found = []
+        verify = self.properties.get("enable.ssl.certificate.verification", "true")
+        if verify.strip().lower() in ("false", "f", "0"):
+            found.append(f"enable.ssl.certificate.verification={verify}")
+        identify = self.properties.get("ssl.endpoint.identification.algorithm", "https")
+        if identify.strip().lower() == "none":
+            found.append(f"ssl.endpoint.identification.algorithm={identify}")
+        return found
+
+
+class DecodingSettings(_Section):
+    """Bounds on decoding record values, so that no record's bytes can crash or exhaust the
+    worker; a record beyond one is dead-lettered (stage `decode`) with the bound as reason."""
+
+    max_value_bytes: int = Field(
+        default=1_572_864,
+        ge=1024,
+        description=(
+            "Record values larger than this are dead-lettered (too_large) without being "
+            "decoded. The API takes at most 1 MB per message; the default is 1.5 MiB."
+        ),
+    )
+    max_depth: int = Field(
+        default=100,
+        ge=1,
+        le=200,
+        description=(
+            "Deepest nesting of objects, arrays, maps and Avro records in a decoded value; "
+            "deeper values are dead-lettered (too_deep)."
+        ),
+    )
+    max_values: int = Field(
+        default=250_000,
+        ge=1,
+        description=(
+            "Most values in one decoded record, each scalar, object, array and map and each "
+            "of their items counting one; more are dead-lettered (too_many_values)."
+        ),
+    )
+    unknown_schema_ttl_s: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "How long a schema id the registry does not know is remembered; records carrying "
+            "it meanwhile are dead-lettered (unknown_schema) without asking again."
+        ),
     )
 
 
@@ -130,6 +282,78 @@ class AuthSettings(_Section):
         return self.client_id is not None
 
 
+class TransportSettings(_Section):
+    """TLS and proxy of the connections to the API and to the token endpoint."""
+
+    ca_bundle: Path | None = Field(
+        default=None,
+        description=(
+            "PEM file of the CA certificates that verify the API's and the token endpoint's "
+            "certificates, instead of the default bundle (e.g. a TLS-inspecting proxy's CA)."
+        ),
+    )
+    client_certificate: Path | None = Field(
+        default=None,
+        description="PEM client certificate (and chain), for a gateway that asks for one.",
+    )
+    client_key: Path | None = Field(
+        default=None,
+        description="PEM private key of client_certificate; unset: it is in that file.",
+    )
+    client_key_password: SecretStr | None = Field(
+        default=None, description="Passphrase of an encrypted client_key."
+    )
+    verify_certificates: bool = Field(
+        default=True,
+        description=(
+            "false turns off verification of the API's certificates: for tests only, anyone "
+            "on the path can then read the credentials (a warning is logged at start)."
+        ),
+    )
+    proxy_url: str | None = Field(
+        default=None,
+        description=(
+            "HTTP(S) proxy for the API and the token endpoint, http(s)://host:port; unset: "
+            "HTTPS_PROXY and NO_PROXY from the environment apply."
+        ),
+    )
+    proxy_credentials: SecretStr | None = Field(
+        default=None, description="user:password for the proxy, if it asks for one."
+    )
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _has_userinfo(value):
+            raise ValueError(
+                "credentials in the URL would be printed with it: set them in "
+                "platform.transport.proxy_credentials"
+            )
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http://host:port or https://host:port")
+        return value
+
+    @field_validator("proxy_credentials")
+    @classmethod
+    def _user_and_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("must be user:password")
+        return value
+
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> TransportSettings:
+        if self.client_certificate is None and (
+            self.client_key is not None or self.client_key_password is not None
+        ):
+            raise ValueError("client_key and client_key_password need client_certificate")
+        if self.proxy_credentials is not None and self.proxy_url is None:
+            raise ValueError("proxy_credentials needs proxy_url")
+        return self
+
+
 class PlatformSettings(_Section):
     """Where and how envelopes are sent: the streaming ingestion API."""
 
@@ -150,6 +374,27 @@ class PlatformSettings(_Section):
     )
     connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP/TLS connect timeout.")
     request_timeout_s: float = Field(default=30.0, gt=0, description="Whole-request timeout.")
+    transport: TransportSettings = Field(default_factory=TransportSettings)
+
+    @model_validator(mode="after")
+    def _no_credentials_in_clear(self) -> PlatformSettings:
+        """Client credentials and tokens never cross the network unencrypted; plain http is
+        for the emulator on this machine."""
+        credentials = self.auth.enabled or any(
+            name.lower() in ("authorization", "proxy-authorization") for name in self.extra_headers
+        )
+        if not credentials:
+            return self
+        for name, url in (("base_url", self.base_url), ("auth.token_url", self.auth.token_url)):
+            if name == "auth.token_url" and not self.auth.enabled:
+                continue
+            if urlsplit(url).scheme == "http" and not is_loopback_url(url):
+                raise ValueError(
+                    f"{name} is plain http:// to another host while credentials are "
+                    "configured: they would cross the network unencrypted; use https:// "
+                    "(plain http is accepted for loopback hosts only, e.g. the emulator)"
+                )
+        return self
 
 
 class BatchingSettings(_Section):
@@ -248,6 +493,87 @@ class DeadLetterSettings(_Section):
     )
 
 
+class ReceiptSettings(_Section):
+    """Delivery receipts: one compact record per acknowledged message, for audits that join
+    Kafka offsets with the Platform's batchId and xactionId (docs/receipts.md)."""
+
+    topic: str | None = Field(
+        default=None,
+        description=(
+            "Topic the receipts are produced to; it must exist (the worker does not start "
+            "otherwise). Unset: no receipts."
+        ),
+    )
+    required: bool = Field(
+        default=False,
+        description=(
+            "true: a record counts as finished (its offset may be committed) only once its "
+            "receipts are confirmed by Kafka, and a receipt that cannot be delivered halts the "
+            "worker. false: receipts never hold records back; failed ones are counted "
+            "(receipts_failed) and logged."
+        ),
+    )
+    key_hash: Literal["sha256", "none"] = Field(
+        default="sha256",
+        description=(
+            "How a receipt names the record's key: sha256 (hex SHA-256 of the key bytes, "
+            "unsalted) or none (left out)."
+        ),
+    )
+    linger_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="How long the receipt producer waits to fill a batch (librdkafka linger.ms).",
+    )
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="lz4", description="Compression of receipt batches (librdkafka compression.type)."
+    )
+    delivery_timeout_s: float = Field(
+        default=120.0,
+        ge=1,
+        le=3600,
+        description=(
+            "How long one receipt may take to be delivered, retries included (librdkafka "
+            "message.timeout.ms); past it the receipt failed. With required: true, also how "
+            "long the producer's queue may stay full before the worker halts."
+        ),
+    )
+
+
+class ReplaySettings(_Section):
+    """`aep-connector dlq replay`: its progress on the dead-letter topic and its limits."""
+
+    group_id: str | None = Field(
+        default=None,
+        description=(
+            "Consumer group whose committed offsets on the dead-letter topic record what was "
+            "replayed, so an interrupted replay resumes; unset: `<kafka.group_id>-dlq-replay`. "
+            "Must differ from kafka.group_id."
+        ),
+    )
+    max_replays: int = Field(
+        default=3,
+        ge=0,
+        description="Refuse to replay a record that has already been replayed this many times.",
+    )
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Dead letters per transaction (replayed records and offsets commit together).",
+    )
+    transaction_timeout_ms: int = Field(
+        default=30_000,
+        ge=1_000,
+        le=900_000,
+        description=(
+            "How long a killed replay's open transaction holds back read_committed consumers of "
+            "the target partitions, unless the next replay of the group aborts it sooner."
+        ),
+    )
+
+
 class OpsSettings(_Section):
     """The operations endpoint: metrics and probes."""
 
@@ -306,6 +632,19 @@ class MappingSettings(_Section):
         )
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry traces (the `tracing` extra; docs/tracing.md). The exporter, endpoint,
+    sampler and resource come from the SDK's standard OTEL_* variables."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Trace each API request and each dead letter, linked to the records' W3C "
+            "`traceparent` headers. Off: OpenTelemetry is not even imported."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """The worker's configuration. See the module docstring for where values come from."""
 
@@ -317,13 +656,17 @@ class Settings(BaseSettings):
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    decoding: DecodingSettings = Field(default_factory=DecodingSettings)
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    receipts: ReceiptSettings = Field(default_factory=ReceiptSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
     mappings_dir: Path = Field(default=Path("mappings"), description="Mapping files directory.")
     mapping: MappingSettings = Field(default_factory=MappingSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -369,12 +712,8 @@ def _undecodable_env_vars() -> dict[str, str]:
     return problems
 
 
-class ConfigError(Exception):
+class ConfigError(InvalidInput):
     """The configuration is invalid; `problems` lists every problem, one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -411,14 +750,63 @@ def _check_yaml_file(path: Path) -> list[str]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return [f"config file {path}: cannot be read: {exc.strerror}"]
+    except UnicodeDecodeError:
+        return [f"config file {path}: not UTF-8 text"]
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        return [f"config file {path}: not valid YAML: {exc}"]
+        return [f"config file {path}: not valid YAML{_yaml_error_place(exc, text)}"]
     if data is not None and not isinstance(data, dict):
         return [f"config file {path}: the top level must be a mapping of sections"]
     return []
+
+
+#: A line that starts a `key:` (possibly as a list item); the key is a setting or property name.
+_YAML_KEY_LINE = re.compile(r"^( *)(?:- +)?([A-Za-z0-9_.\-]+) *:(?: |$)")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _yaml_error_place(exc: Exception, text: str) -> str:
+    """Line, column and key of a YAML syntax error, and what is wrong in PyYAML's fixed words.
+
+    Never the line itself nor a character of it: PyYAML's own message quotes the line, and the
+    line may hold a secret (a client_secret with an unclosed quote, say).
+    """
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    mark = problem_mark or context_mark
+    if mark is None:
+        return ""
+    # The key is where the broken node starts (an unclosed quote is noticed lines later).
+    key_line = (context_mark or mark).line
+    key = _yaml_key_at(text.splitlines(), key_line)
+    place = f" at line {mark.line + 1}, column {mark.column + 1}"
+    if key:
+        place += f" (key {key})"
+    problem = getattr(exc, "problem", None)
+    if problem:
+        place += f": {_QUOTED.sub('…', str(problem))}"
+    return place
+
+
+def _yaml_key_at(lines: list[str], index: int) -> str:
+    """The dotted key path of line `index`, from the indentation of the key lines above it."""
+    path: list[str] = []
+    indent: int | None = None
+    for line in reversed(lines[: index + 1]):
+        match = _YAML_KEY_LINE.match(line)
+        if match is None:
+            continue
+        width = len(match.group(1))
+        if indent is None or width < indent:
+            path.append(match.group(2))
+            indent = width
+            if width == 0:
+                break
+    return ".".join(reversed(path))
 
 
 def env_var_name(loc: tuple[str | int, ...]) -> str:
@@ -434,13 +822,16 @@ def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         message = "unknown setting"
     value = error.get("input")
-    shown = "" if error["type"] in ("missing", "extra_forbidden") or _is_secret(loc) else value
+    hidden = error["type"] in ("missing", "extra_forbidden") or _is_secret(loc)
+    if isinstance(value, str) and _has_userinfo(value):
+        hidden = True  # user:password@ in a URL
+    shown = "" if hidden else value
     detail = f", got {shown!r}" if shown not in ("", None) and not isinstance(shown, dict) else ""
     return f"{where}: {message}{detail}"
 
 
 def _is_secret(loc: tuple[str | int, ...]) -> bool:
-    return any("secret" in str(part) or "password" in str(part) for part in loc)
+    return any(is_secret_property(str(part)) or "credentials" in str(part) for part in loc)
 
 
 def masked(settings: Settings) -> dict[str, Any]:
@@ -508,5 +899,6 @@ def reference_markdown() -> str:
         key = ".".join(path)
         shown = f"`{default}`" if default else ""
         cell = description.replace("|", "\\|")
-        lines.append(f"| `{env_var_name(path)}` | `{key}` | {type_name} | {shown} | {cell} |")
+        kind = type_name.replace("|", "\\|")
+        lines.append(f"| `{env_var_name(path)}` | `{key}` | {kind} | {shown} | {cell} |")
     return "\n".join(lines) + "\n"

@@ -2,66 +2,65 @@
 
 One record's path, and the module that holds each step:
 
-    consume (source/kafka.py) ─▶ process: decode, map, envelope (process.py)
+    consume (source/kafka.py) ─▶ take: track and process (intake.py, process.py)
       ─▶ batch and send, bounded in flight (delivery/dispatcher.py, delivery/sender.py)
       ─▶ accepted | rejected ─▶ dead-letter topic (deadletter.py)
+      ─▶ [optional] accepted ─▶ delivery receipt (receipts.py)
       ─▶ offset tracker (offsets.py) ─▶ commit (here)
 
 Everything but the HTTP requests runs on this one thread, including the Kafka callbacks
 (rebalance, commit), so the tracker needs no locks. Request threads only hand back results,
-and the dead-letter writer only hands back confirmations; this thread applies both.
+and the dead-letter and receipt writers only hand back confirmations; this thread applies them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import random
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from confluent_kafka import Consumer as KafkaConsumer
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from connector.deadletter import CircuitBreaker, DeadLetterWriter
-from connector.delivery.auth import TokenProvider
-from connector.delivery.backoff import BackoffPolicy
-from connector.delivery.batcher import OutboundMessage
-from connector.delivery.dispatcher import Dispatcher
-from connector.delivery.sender import ApiHealth, DeliveryResult, Sender
-from connector.errors import DeadLetter, HaltError, RetryableError
+from connector.delivery import backoff_policy, build_dispatcher, http_client
+from connector.delivery.sender import ApiHealth, DeliveryResult
+from connector.errors import HaltError
+from connector.intake import Intake, LetterToken
 from connector.logs import get_logger
 from connector.mapping import CompiledMapping
 from connector.metrics import Metrics
-from connector.offsets import OffsetTracker, PartitionKey, PartitionState
-from connector.process import Processed, Route, Routes, process
-from connector.records import SourceRecord
+from connector.offsets import OffsetTracker, PartitionKey
+from connector.process import Routes
+from connector.receipts import ReceiptWriter
 from connector.settings import Settings
+from connector.source.flow import PauseControl
 from connector.source.kafka import (
     Consumer,
     anchored,
     consumer_config,
+    halt_reason,
     producer_config,
-    restart_fetching,
-    source_record,
 )
+from connector.tracing import start_tracing
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 log = get_logger("worker")
 
 EXIT_OK = 0
 EXIT_CRASH = 1  # an unexpected error (a bug): the log names it
 EXIT_HALT = 3
-DECODE_RETRY_LIMIT_S = 60.0  # a schema registry down longer than this halts the worker
 HALT_GRACE_S = 2.0  # how long a halt waits for requests to hand back what they finished
 CLOSE_ALLOWANCE_S = 10.0  # beyond the shutdown bound, for the final commit and close
 
-#: A dead letter on its way: the partition state and offset it finishes once confirmed.
-LetterToken = tuple[PartitionState, int]
+__all__ = ["EXIT_CRASH", "EXIT_HALT", "EXIT_OK", "LetterToken", "Worker"]
 
 
 class Worker:
@@ -77,71 +76,69 @@ class Worker:
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        receipts: ReceiptWriter[LetterToken] | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics = metrics or Metrics()
         self.clock = clock
         self.wall_clock = wall_clock
-        self.routes = Routes(settings, mappings, self.metrics)
+        self.stop_requested = threading.Event()  # SIGTERM/SIGINT
+        self.halt_reason: str | None = None
+        self.joined = False
+        self.last_turn = clock()
+        self.api_health = ApiHealth(clock)
+        self._mappings = mappings
+        self._last_commit = clock()
+        self._closing = False
+        self._watchdog: threading.Timer | None = None
+
         self.tracker = OffsetTracker()
         self.breaker = CircuitBreaker(
             settings.dead_letter.max_ratio,
             settings.dead_letter.window,
             settings.dead_letter.max_consecutive,
         )
-        self._mappings = mappings
-        self._skipped = {
-            reason: self.metrics.records_skipped.labels(reason)
-            for reason in ("filter", "tombstone", "refetched")
-        }
-        retry = settings.retry
-        self._backoff = BackoffPolicy(
-            retry.initial_backoff_ms / 1000, retry.max_backoff_ms / 1000, retry.max_retry_after_s
+        self.consumer = consumer_factory(
+            consumer_config(settings)
+            | {"on_commit": self._on_commit, "error_cb": self._on_consumer_error}
         )
-        self._rng = random.Random()
-
-        self.stop_requested = threading.Event()  # SIGTERM/SIGINT
-        self.halt_reason: str | None = None
-        self.joined = False
-        self.last_turn = clock()
-        self.api_health = ApiHealth(clock)
-        self.backpressure = False
-        self.paused: set[PartitionKey] = set()  # what this worker told the consumer to pause
-        self._resumed: set[PartitionKey] = set()  # may see re-fetched offsets until a new one
-        self._reseeked: set[PartitionKey] = set()  # rest of this consume batch is stale
-        self._last_commit = clock()
-        self._closing = False
-        self._watchdog: threading.Timer | None = None
-
-        self.consumer = consumer_factory(consumer_config(settings) | {"on_commit": self._on_commit})
         self.dead_letters: DeadLetterWriter[LetterToken] = dead_letters or DeadLetterWriter(
             producer_config(settings),
             settings.dead_letter.topic,
-            self.metrics,
+            metrics,
             queue_full_timeout_s=settings.dead_letter.queue_full_timeout_s,
         )
-        batching = settings.batching
-        platform = settings.platform
-        self.http = http or httpx.Client(
-            timeout=httpx.Timeout(platform.request_timeout_s, connect=platform.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=batching.max_in_flight_requests + 1,
-                max_keepalive_connections=batching.max_in_flight_requests + 1,
-            ),
-        )
-        tokens = TokenProvider(platform.auth, self.http, clock, self.metrics)
-        sender = Sender(
+        self.receipts = receipts
+        if receipts is None and settings.receipts.topic:
+            self.receipts = ReceiptWriter(
+                producer_config(settings, "receipts"), settings.receipts, metrics
+            )
+        self.http = http or http_client(settings)
+        self.tracing: Tracing | None = start_tracing(settings)  # None unless tracing.enabled
+        self.dead_letters.tracing = self.tracing
+        routes = Routes(settings, mappings, metrics)
+        self.dispatcher = build_dispatcher(
+            settings,
             self.http,
-            platform,
-            tokens,
-            self._backoff,
-            self.metrics,
+            len(routes.connections()),
+            metrics,
             self.api_health,
-            max_unacknowledged=retry.max_unacknowledged,
-            wall_clock=wall_clock,
-            clock=clock,
+            clock,
+            wall_clock,
+            self.tracing,
         )
-        self.dispatcher = Dispatcher(batching, len(self.routes.connections()), sender, clock)
+        self.flow = PauseControl(self.consumer, self.tracker, settings.batching, metrics)
+        self.intake = Intake(
+            routes,
+            self.tracker,
+            self.dispatcher,
+            self.dead_letters,
+            self.consumer,
+            metrics,
+            backoff_policy(settings),
+            self.stop_requested,
+            clock,
+        )
 
     # ------------------------------------------------------------------ the loop
 
@@ -149,6 +146,8 @@ class Worker:
         """Consume until stopped or halted; returns the process exit status."""
         try:
             self.dead_letters.check_topic()
+            if self.receipts is not None:
+                self.receipts.check_topic()
             self._subscribe()
             while not self.stop_requested.is_set():
                 self._turn()
@@ -191,12 +190,13 @@ class Worker:
         messages = self.consumer.consume(kafka.consume_batch_size, timeout)
         self._raise_if_halted()
         if messages:
-            self._take(messages)
+            self.intake.take(messages, int(self.wall_clock() * 1000))
         self._exchange()
         self._raise_if_halted()
         self.breaker.raise_if_open()
         self._backpressure()
         if self.clock() - self._last_commit >= kafka.commit_interval_ms / 1000:
+            self._follow_markers()
             self._commit(asynchronous=True)
         self.last_turn = self.clock()
 
@@ -206,138 +206,49 @@ class Worker:
         for result in self.dispatcher.collect():
             self._apply(result)
         self._confirm(self.dead_letters.poll())
+        if self.receipts is not None:
+            self._finish(self.receipts.poll())
+
+    def _on_consumer_error(self, error: KafkaError) -> None:
+        """Client errors (failed logins, brokers down) come here, not through consume(); it
+        runs inside consume(), on this thread, which then halts if a reason was set."""
+        reason = halt_reason(error)
+        if reason is not None:
+            self.halt_reason = self.halt_reason or reason
+            return
+        log.warning("consumer error", extra={"fields": {"error": str(error)}})
 
     def _raise_if_halted(self) -> None:
         if self.halt_reason is not None:
             raise HaltError(self.halt_reason)
 
-    # ------------------------------------------------------------------ records in
-
-    def _take(self, messages: list[Message]) -> None:
-        now_ms = int(self.wall_clock() * 1000)
-        for message in messages:
-            record = source_record(message)
-            if record is None:
-                continue
-            key = (record.topic, record.partition)
-            if key in self._reseeked:
-                continue  # fetched before this worker's seek: the seek delivers it again
-            state = self.tracker.state(key)
-            if state is None:  # a record of a partition no longer assigned: its owner reads it
-                continue
-            if record.offset <= state.last_added:
-                if not self._accept_earlier(record, state):
-                    continue
-                state = self.tracker.state(key) or state  # started over: a fresh state
-            route = self.routes.get(record.topic)
-            route.consumed.inc()
-            self._track(record, state, self._process(record, route, now_ms))
-        self._reseeked.clear()
-
-    def _accept_earlier(self, record: SourceRecord, state: PartitionState) -> bool:
-        """A record at or below the last taken offset of its partition: skip or start over?
-
-        Right after a resume the client may deliver a range again: those records are on
-        their way already, and taking them twice would only send duplicates. Anywhere else
-        the log went backwards (truncation, an offset reset): the partition starts over.
-        """
-        key = state.key
-        if key in self._resumed:
-            self._skipped["refetched"].inc()
-            return False
-        self._start_over(record, state)
-        return key not in self._reseeked
-
-    def _start_over(self, record: SourceRecord, state: PartitionState) -> None:
-        """The partition's offsets went backwards: finish cleanly what can be, then track it
-        afresh from the lowest offset not yet finished, so nothing is skipped."""
-        key = state.key
-        start = min(record.offset, state.first_unfinished())
-        log.warning(
-            "partition offsets went backwards; processing it again from the lowest unfinished",
-            extra={
-                "fields": {
-                    "partition": f"{key[0]}/{key[1]}",
-                    "offset": record.offset,
-                    "last": state.last_added,
-                    "from": start,
-                }
-            },
-        )
-        self.metrics.offset_rewinds.inc()
-        self.dispatcher.drop([key])
-        self.dispatcher.cancel([key])
-        self._commit(asynchronous=False, keys=[key])
-        self.tracker.assign(key)
-        if start < record.offset:
-            self.consumer.seek(TopicPartition(key[0], key[1], start))
-            self._reseeked.add(key)
-
-    def _process(self, record: SourceRecord, route: Route, now_ms: int) -> Processed:
-        """process(), riding out a schema registry outage (it is not the record's fault)."""
-        give_up_at = self.clock() + DECODE_RETRY_LIMIT_S
-        attempt = 0
-        while True:
-            try:
-                return process(record, route, now_ms)
-            except RetryableError as exc:
-                attempt += 1
-                if self.clock() >= give_up_at:
-                    raise HaltError(f"decoding kept failing: {exc}") from None
-                delay = self._backoff.delay(attempt, None, self._rng)
-                log.warning(
-                    "decode retry",
-                    extra={"fields": {"error": str(exc), "delay_s": round(delay, 3)}},
-                )
-                if self.stop_requested.wait(delay):
-                    raise HaltError(f"stopped while decoding kept failing: {exc}") from None
-
-    def _track(self, record: SourceRecord, state: PartitionState, processed: Processed) -> None:
-        """Register the record's parts with the tracker, then hand them on."""
-        self._resumed.discard(state.key)
-        if processed.filtered:
-            self._skipped["filter"].inc(processed.filtered)
-        elif processed.tombstone:
-            self._skipped["tombstone"].inc()
-        state.add(record.offset, len(processed.messages) + len(processed.dead_letters))
-        for letter in processed.dead_letters:
-            self._dead_letter(record, state, letter)
-        for body, target in processed.messages:
-            self.dispatcher.add(
-                OutboundMessage(body, record, state, target.mapping.name, target.connection_id)
-            )
-
-    def _dead_letter(self, record: SourceRecord, state: PartitionState, letter: DeadLetter) -> None:
-        fields: dict[str, object] = {
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "stage": letter.stage,
-            "reason": letter.error_class,
-            "status": letter.status,
-            "mapping": letter.mapping,
-        }
-        if log.isEnabledFor(logging.DEBUG):  # error texts can quote field values (a payload)
-            fields["error"] = letter.message[:300]
-        log.warning("dead-lettering record", extra={"fields": fields})
-        self.dead_letters.send(record, letter, (state, record.offset), self.stop_requested)
-
     # ------------------------------------------------------------------ results in
 
     def _apply(self, result: DeliveryResult) -> None:
-        """Finish what the API accepted, dead-letter what it rejected."""
+        """Finish what the API accepted (with receipts: once the receipt writer hands the
+        token back), dead-letter what it rejected."""
         accepted: dict[Any, int] = {}
+        receipts = self.receipts
         for message in result.accepted:
             state = message.state
             if state.active:
-                state.finish(message.record.offset)
+                if receipts is None:
+                    state.finish(message.record.offset)
                 self.breaker.record(False)
                 accepted[message.mapping] = accepted.get(message.mapping, 0) + 1
         for mapping, count in accepted.items():
             self.metrics.records_accepted.labels(mapping).inc(count)
+        if receipts is not None:
+            for message, named in zip(result.accepted, result.acknowledgements, strict=True):
+                state = message.state
+                if state.active:
+                    token = (state, message.record.offset)
+                    receipts.send(message, named, token, self.stop_requested)
         for message, letter in result.rejected:
-            if message.state.active:
-                self._dead_letter(message.record, message.state, letter)
+            state = message.state
+            if state.active:
+                offset = message.record.offset
+                self.dead_letters.send(message.record, letter, (state, offset), self.stop_requested)
         if result.halt is not None:
             self.halt_reason = self.halt_reason or result.halt
 
@@ -347,51 +258,29 @@ class Worker:
                 state.finish(offset)
                 self.breaker.record(True)
 
+    def _finish(self, tokens: Iterable[LetterToken]) -> None:
+        """Accepted records whose receipts are done (at once, unless receipts are required)."""
+        for state, offset in tokens:
+            if state.active:
+                state.finish(offset)
+
+    def _flush_receipts(self, timeout_s: float) -> None:
+        if self.receipts is not None:
+            self._finish(self.receipts.flush(timeout_s))
+
     # ------------------------------------------------------------------ flow control
 
     def _backpressure(self) -> None:
-        batching = self.settings.batching
         records, size = self.dispatcher.buffered()
         records += self.dead_letters.pending
+        if self.receipts is not None:
+            records += self.receipts.pending
         metrics = self.metrics
         metrics.buffered_records.set(records)
         metrics.buffered_bytes.set(size)
         metrics.in_flight_requests.set(self.dispatcher.in_flight)
         metrics.in_flight_bytes.set(self.dispatcher.in_flight_bytes())
-        over = records >= batching.max_buffered_records or size >= batching.max_buffered_bytes
-        if over and not self.backpressure:
-            self._set_backpressure(True)
-        elif self.backpressure and (
-            records < batching.max_buffered_records // 2 and size < batching.max_buffered_bytes // 2
-        ):
-            self._set_backpressure(False)
-
-    def _set_backpressure(self, on: bool) -> None:
-        assignment = self.consumer.assignment()
-        self.backpressure = on
-        if on:
-            self._pause(assignment)
-        else:
-            self._resume(assignment)
-            restart_fetching(self.consumer, assignment)
-        log.info(
-            "consumption paused" if on else "consumption resumed",
-            extra={"fields": {"partitions": len(assignment)}},
-        )
-
-    def _pause(self, partitions: list[TopicPartition]) -> None:
-        if partitions:
-            self.consumer.pause(partitions)
-        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
-        self.metrics.paused_partitions.set(len(self.paused))
-
-    def _resume(self, partitions: list[TopicPartition]) -> None:
-        if partitions:
-            self.consumer.resume(partitions)
-        keys = {(tp.topic, tp.partition) for tp in partitions}
-        self._resumed |= keys & self.paused
-        self.paused -= keys
-        self.metrics.paused_partitions.set(len(self.paused))
+        self.flow.update(records, size)
 
     # ------------------------------------------------------------------ offsets
 
@@ -411,6 +300,25 @@ class Worker:
             log.warning("synchronous commit failed", extra={"fields": {"error": str(exc)}})
             return
         self._on_commit(None, committed or [])
+
+    def _follow_markers(self) -> None:
+        """A transaction's commit marker takes an offset the consumer never returns: without
+        this, an idle partition's committed offset would stay one short of its end (lag 1).
+
+        Only between turns, when every record consume() returned has been taken: the
+        consumer's position may then be past the last record only by such markers.
+        """
+        idle = [
+            TopicPartition(*state.key)
+            for state in self.tracker.states()
+            if state.pending == 0 and state.last_added >= 0
+        ]
+        if not idle:
+            return
+        for tp in self.consumer.position(idle):
+            state = self.tracker.state((tp.topic, tp.partition))
+            if state is not None and tp.offset >= 0:
+                state.skip_to(tp.offset)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:
@@ -444,12 +352,7 @@ class Worker:
         self.joined = True
         for tp in partitions:
             self.tracker.assign((tp.topic, tp.partition))
-        # librdkafka keeps a partition's pause flag across a revoke and a new assignment:
-        # set it on every assignment, whichever way it was left.
-        if self.backpressure:
-            self._pause(partitions)
-        else:
-            self._resume(partitions)
+        self.flow.assigned(partitions)
         self.metrics.assigned_partitions.set(len(self.tracker.keys()))
         log.info(
             "partitions assigned",
@@ -469,12 +372,14 @@ class Worker:
                 deadline = self.clock() + bound
                 self._drain(lambda: self.dispatcher.involves(keys), deadline)
                 self._confirm(self.dead_letters.flush(max(0.0, deadline - self.clock())))
+                self._flush_receipts(max(0.0, deadline - self.clock()))
             self.dispatcher.cancel(keys)
-            self._commit(asynchronous=False, keys=sorted(keys))  # only finished offsets
+            if not self._closing:  # closing: the final commit came just before
+                self._commit(asynchronous=False, keys=sorted(keys))  # only finished offsets
         except HaltError as exc:
             self.halt_reason = self.halt_reason or str(exc)
         finally:
-            self._forget(keys, partitions)
+            self._forget(keys)
         log.info(
             "partitions revoked", extra={"fields": {"partitions": [f"{t}/{p}" for t, p in keys]}}
         )
@@ -483,17 +388,15 @@ class Worker:
         keys = {(tp.topic, tp.partition) for tp in partitions}
         self.dispatcher.drop(keys)
         self.dispatcher.cancel(keys)
-        self._forget(keys, partitions)  # another member may own them already: commit nothing
+        self._forget(keys)  # another member may own them already: commit nothing
         log.warning(
             "partitions lost", extra={"fields": {"partitions": [f"{t}/{p}" for t, p in keys]}}
         )
 
-    def _forget(self, keys: set[PartitionKey], partitions: list[TopicPartition]) -> None:
+    def _forget(self, keys: set[PartitionKey]) -> None:
         for key in keys:
             self.tracker.release(key)
-        self.paused -= keys
-        self._resumed -= keys
-        self.metrics.paused_partitions.set(len(self.paused))
+        self.flow.forget(keys)
         self.metrics.assigned_partitions.set(len(self.tracker.keys()))
 
     def _drain(self, busy: Callable[[], bool], deadline: float) -> None:
@@ -520,6 +423,8 @@ class Worker:
         self.dispatcher.cancel()
         remaining = max(1.0, deadline - self.clock())
         self._confirm(self.dead_letters.flush(remaining))
+        self._flush_receipts(max(1.0, deadline - self.clock()))
+        self._follow_markers()
         self._commit(asynchronous=False)
         self._close()
         log.info("stopped", extra={"fields": {"unfinished": self.tracker.pending}})
@@ -540,6 +445,8 @@ class Worker:
         with contextlib.suppress(Exception):
             self._confirm(self.dead_letters.flush(5.0))
         with contextlib.suppress(Exception):
+            self._flush_receipts(5.0)
+        with contextlib.suppress(Exception):
             self._commit(asynchronous=False)
         self._close()
         return status
@@ -555,9 +462,11 @@ class Worker:
         self._closing = True
         try:
             self.consumer.close()
-        except (KafkaException, RuntimeError) as exc:
+        except Exception as exc:  # librdkafka raises KafkaError itself from close()
             log.warning("consumer close failed", extra={"fields": {"error": str(exc)}})
         self.http.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def _arm_watchdog(self, seconds: float) -> None:
         """The last resort of the exit bound: librdkafka's commit and close can block on

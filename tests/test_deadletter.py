@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from connector.deadletter import CircuitBreaker, DeadLetterWriter, context_headers
 from connector.errors import DeadLetter, HaltError
@@ -101,7 +102,7 @@ def test_failed_delivery_halts_and_never_confirms() -> None:
     producer = FakeProducer({})
     writer: DeadLetterWriter[str] = DeadLetterWriter({}, "dlq", Metrics(), lambda _c: producer)
     writer.send(RECORD, DeadLetter("map", "mapping_failure", "x"), "token", NEVER)
-    producer.callbacks[0]("broker down", None)
+    producer.callbacks[0](KafkaError(KafkaError._MSG_TIMED_OUT, "broker down"), None)
     with pytest.raises(HaltError, match="dead-letter write to dlq failed"):
         writer.poll()
 
@@ -177,3 +178,47 @@ def test_breaker_window_slides() -> None:
     for dead in (True, True, False, False, False, False, True, True):
         breaker.record(dead)
     breaker.raise_if_open()  # the window holds F F T T: 50 %, not over
+
+
+class RefusingProducer(FakeProducer):
+    """Refuses values over `limit` bytes: locally at produce(), or in the delivery report as
+    a broker does for a topic's max.message.bytes."""
+
+    def __init__(self, limit: int, where: str) -> None:
+        super().__init__({})
+        self.limit, self.where = limit, where
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        value = kwargs["value"]
+        too_large = value is not None and len(value) > self.limit
+        if too_large and self.where == "local":
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        super().produce(topic, **kwargs)
+        if too_large:
+            callback = self.callbacks[-1]
+            self.callbacks[-1] = lambda *_: callback(
+                KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None
+            )
+
+    def poll(self, _timeout: float) -> int:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback(None, None)
+        return 0
+
+
+@pytest.mark.parametrize("where", ["local", "broker"])
+def test_a_record_too_large_for_the_topic_is_dead_lettered_without_its_value(where: str) -> None:
+    producer = RefusingProducer(limit=100, where=where)
+    writer: DeadLetterWriter[str] = DeadLetterWriter({}, "dlq", Metrics(), lambda _c: producer)
+    big = SourceRecord("orders", 0, 5, None, b"key", b"x" * 500, (("trace", b"\x01"),))
+    assert writer.send(big, LETTER, "token", NEVER)
+    confirmed = writer.poll() + writer.poll()
+    assert confirmed == ["token"]
+    last = producer.produced[-1]
+    assert last["value"] is None
+    assert last["key"] == b"key"
+    headers = dict(last["headers"])
+    assert headers["aep.dlq.value.omitted"] == b"500"
+    assert headers["trace"] == b"\x01"
+    assert headers["aep.dlq.source.offset"] == b"5"

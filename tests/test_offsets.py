@@ -125,3 +125,18 @@ def test_position_never_passes_an_unfinished_record(
             assert state.position == expected
     assert state.position == records[-1][0] + 1
     assert state.pending == 0
+
+
+def test_skip_to_follows_the_consumer_only_when_nothing_is_unfinished() -> None:
+    state = PartitionState(("t", 0))
+    state.add(0, 1)
+    state.add(1, 0)
+    state.skip_to(3)  # offset 0 is unfinished: the position must not move
+    assert state.position is None
+    state.finish(0)
+    assert state.position == 2
+    state.skip_to(3)  # offset 2 was a transaction marker
+    assert state.position == 3
+    state.add(3, 1)
+    state.skip_to(2)  # never backwards
+    assert state.position == 3

@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError
 from connector.deadletter import DeadLetterWriter
 from connector.mapping import TargetDefaults, load_mapping_file
 from connector.metrics import Metrics
+from connector.receipts import ReceiptWriter
 from connector.settings import Settings
 from connector.worker import EXIT_CRASH, EXIT_HALT, EXIT_OK, LetterToken, Worker
 from tests.support.fake_kafka import FakeBroker, FakeConsumer
@@ -150,6 +151,8 @@ def make_worker(
     platform: dict[str, Any] | None = None,
     retry: dict[str, Any] | None = None,
     extra_mappings: tuple[str, ...] = (),
+    receipts: dict[str, Any] | None = None,
+    receipt_producer: Callable[[dict[str, Any]], Any] | None = None,
     **batching: Any,
 ) -> tuple[Worker, Script, FakeProducer]:
     mapping_file = tmp_path / "orders.yaml"
@@ -172,6 +175,7 @@ def make_worker(
         retry={"initial_backoff_ms": 1, "max_backoff_ms": 2, **(retry or {})},
         dead_letter=dead_letter or {},
         platform=platform or {},
+        receipts=receipts or {},
     )
     script = Script(steps)
     producer = FakeProducer()
@@ -193,6 +197,9 @@ def make_worker(
         consumer_factory=consumer_factory,
         dead_letters=dead_letters,
         http=httpx.Client(transport=httpx.MockTransport(handler)),
+        receipts=ReceiptWriter({}, settings.receipts, metrics, receipt_producer)
+        if receipts
+        else None,
     )
     script.worker = worker
     return worker, script, producer
@@ -377,6 +384,20 @@ def test_api_down_pauses_consumption_and_keeps_polling(tmp_path: Path) -> None:
     assert value(worker.metrics.paused_partitions) == 0
 
 
+def test_an_idle_partition_commits_past_a_transaction_marker(tmp_path: Path) -> None:
+    """Records written in a transaction are followed by a marker that takes an offset and is
+    never delivered: the committed offset must still reach the end (lag 0)."""
+    steps: list[Step | Until] = [
+        produce(0, range(0, 3)),
+        lambda s: s.broker.commit_marker(TOPIC, 0),
+        Until(lambda: script.position(0) == 3),
+        Until(lambda: script.committed(0) == 4),
+    ]
+    worker, script, _ = make_worker(tmp_path, steps)
+    assert worker.run() == EXIT_OK
+    assert script.committed(0) == 4
+
+
 # ---------------------------------------------------------------------------- issue 10 edges
 
 
@@ -399,7 +420,7 @@ def test_edge1_identity_service_failing_while_renewing_is_retried(tmp_path: Path
         accepted.extend(ids(request))
         return accept_all(request)
 
-    auth = {"client_id": "c", "client_secret": "s", "token_url": "http://ims.test/ims/token/v3"}
+    auth = {"client_id": "c", "client_secret": "s", "token_url": "https://ims.test/ims/token/v3"}
     steps: list[Step | Until] = [produce(0, range(0, 5)), Until(lambda: script.position(0) == 5)]
     worker, script, _ = make_worker(tmp_path, steps, handler, platform={"auth": auth})
     assert worker.run() == EXIT_OK
@@ -410,7 +431,7 @@ def test_edge1_identity_service_failing_while_renewing_is_retried(tmp_path: Path
 def test_edge1_an_unexpected_error_stops_cleanly_and_commits_what_is_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import connector.worker as worker_module
+    import connector.intake as worker_module
 
     real = worker_module.process
     calls = {"n": 0}
@@ -523,7 +544,7 @@ def test_edge3_a_partition_revoked_while_paused_is_fetched_when_it_comes_back(
     steps: list[Step | Until] = [
         produce(0, range(0, 40)),
         produce(1, range(0, 40)),
-        Until(lambda: script.worker.backpressure),
+        Until(lambda: script.worker.flow.backpressure),
         lambda s: s.join(),  # scale out during the outage
         Until(
             lambda: (script.others[0].consume(10, 0) or True) and len(script.consumer.owned) == 1
@@ -681,8 +702,8 @@ def test_edge9_records_fetched_again_right_after_a_resume_are_skipped(tmp_path: 
 
     def pause_resume_and_refetch(s: Script) -> None:
         keys = s.consumer.assignment()
-        s.worker._pause(keys)
-        s.worker._resume(keys)
+        s.worker.flow._pause(keys)
+        s.worker.flow._resume(keys)
         s.consumer.reset(TOPIC, 0, 1)  # the client delivers offsets 1..3 again
 
     steps: list[Step | Until] = [
@@ -767,3 +788,22 @@ def test_edge11_an_inlet_that_is_down_leaves_slots_to_the_others(tmp_path: Path)
     assert worker.dispatcher.slots_per_connection == 1
     assert worker.run() == EXIT_OK
     assert accepted.total() == 80
+
+
+def test_edge10_a_failed_kafka_login_halts_and_commits_nothing(tmp_path: Path) -> None:
+    """librdkafka reports a refused SASL login through error_cb (inside consume()), not in a
+    message (seen on the real SASL_SSL broker: tests/security)."""
+    failed = KafkaError(
+        KafkaError._AUTHENTICATION,
+        "SASL authentication error: Authentication failed due to invalid credentials",
+    )
+    steps: list[Step | Until] = [
+        lambda s: s.consumer.client_error(failed),
+        produce(0, range(0, 3)),
+        Until(lambda: False),
+    ]
+    worker, script, _ = make_worker(tmp_path, steps)
+    assert worker.run() == EXIT_HALT
+    assert (worker.halt_reason or "").startswith("Kafka authentication failed")
+    assert script.committed(0) is None
+    assert worker.readiness() == (False, f"halted: {worker.halt_reason}")

@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from connector.delivery.outcome import api_message
+from connector.delivery.transport import certificate_error
 from connector.errors import HaltError, RetryableError
 from connector.metrics import Metrics
 from connector.settings import AuthSettings
@@ -65,7 +66,9 @@ class TokenProvider:
         try:
             response = self._http.post(settings.token_url, data=form)
         except httpx.HTTPError as exc:
-            raise RetryableError(f"token endpoint unreachable: {type(exc).__name__}") from None
+            raise certificate_error(exc, "the token endpoint") or RetryableError(
+                f"token endpoint unreachable: {type(exc).__name__}"
+            ) from None
         if response.status_code in (400, 401, 403):
             raise HaltError(
                 f"token endpoint refused the client credentials ({response.status_code}): "

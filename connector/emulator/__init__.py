@@ -1,7 +1,7 @@
 """A local emulator of Adobe Experience Platform's streaming ingestion API.
 
-It serves the connector's tests, its benchmark and the quick start; see README.md beside this
-file for the configuration, the control API and the measured speed.
+It serves the connector's tests, its benchmark and the quick start; docs/emulator.md describes
+its configuration, the control API and its measured speed.
 """
 
 from connector.emulator.app import create_app, serve

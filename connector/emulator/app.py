@@ -3,21 +3,25 @@ control API under /__emulator/.
 
 A collection request goes through these steps, and the first that fails answers:
 injected fault → connection known (404) → bearer token (401/403) → Content-Type (415) →
-x-sandbox-name (400) → body size (413) → syncValidation parameter (400/501) → JSON (400) →
-batch shape (400) → rate limits (429) → per-message checks and reject rules → 200 or 207.
+x-sandbox-name (400) → x-adobe-flow-id on a dataflow inlet (400) → body size (413) → body
+timeout (408) → syncValidation parameter (400/501) → JSON (400) → batch shape (400) → rate
+limits (429) → per-message checks and reject rules → 200 or 207. On a dataflow inlet a single
+message with an x-adobe-flow-id header is a raw payload: it skips the XDM checks.
 Everything after the body is read runs without awaiting, so a request's effect on the emulator's
-state is atomic. Payloads and secrets are never logged.
+state is atomic. The control API answers loopback clients, and others only with the configured
+control token. Payloads and secrets are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
+import ipaddress
+import secrets
 import time
 from collections.abc import Mapping
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import jsonschema
 import orjson
@@ -37,6 +41,8 @@ from connector.emulator.checks import (
 )
 from connector.emulator.clock import AdjustableClock
 from connector.emulator.config import (
+    CONTROL_TOKEN_ENV,
+    ConnectionConfig,
     EmulatorConfig,
     EmulatorConfigError,
     FaultPlan,
@@ -45,13 +51,18 @@ from connector.emulator.config import (
 )
 from connector.emulator.faults import Endpoint, FaultAction, FaultInjector
 from connector.emulator.ratelimit import ConnectionLimiter, TokenBucket
+from connector.emulator.responses import JSON, error_response, json_response
+from connector.emulator.serving import Handler, guard_middleware, read_body
+from connector.emulator.serving import serve as serve_guarded
 from connector.emulator.store import AcceptedRequest, MessageStore, Stats
 from connector.xdm import SchemaLoadError, load_schema
 
-JSON = "application/json"
 SMILE = "application/x-jackson-smile"
 FORM = "application/x-www-form-urlencoded"
 CONTROL = "/__emulator"
+CONTROL_TOKEN_HEADER = "X-Emulator-Token"  # noqa: S105 (a header name, not a secret)
+FLOW_ID_HEADER = "x-adobe-flow-id"
+MAX_CONTROL_BODY_BYTES = 1_048_576
 
 _reject_rules_adapter = TypeAdapter(list[RejectRule])
 
@@ -77,36 +88,29 @@ def load_validators(schemas: Mapping[str, Path]) -> dict[str, Validator]:
     return validators
 
 
-def error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any
-) -> web.Response:
-    """The emulator's JSON error body: status, reason phrase and a message naming the check."""
-    body = {"status": status, "title": HTTPStatus(status).phrase, "message": message, **extra}
-    return json_response(body, status, headers)
+def is_loopback(peer: object) -> bool:
+    """Whether a transport's peername is a loopback address (IPv4, IPv6 or IPv4-mapped)."""
+    if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
+        return False
+    try:
+        address = ipaddress.ip_address(peer[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
-def json_response(
-    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type=JSON, headers=headers)
-
-
-async def read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it is known to exceed `limit` bytes.
-
-    A declared Content-Length over the limit is refused without reading; a chunked body is read
-    only up to one byte past the limit.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+def parse_json(body: bytes) -> Any:
+    """The parsed body, or a 400 response saying why it is not JSON the emulator can take."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            return error_response(
+                400, "body: nested more than 1024 levels deep (the JSON parser's limit)"
+            )
+        return error_response(400, f"body: not valid JSON: {exc}")
 
 
 def now_ms() -> int:
@@ -128,12 +132,15 @@ class Emulator:
                 config.strict,
                 datasets=frozenset(c.datasets) if c.datasets is not None else None,
                 require_flow_id=c.require_flow_id,
+                flow_ids=frozenset(c.dataflows) if c.dataflows is not None else None,
                 validators=validators,
             )
             for connection_id, c in config.connections.items()
         }
         try:
-            self.store = MessageStore(config.max_stored_messages, config.record_file)
+            self.store = MessageStore(
+                config.max_stored_messages, config.max_stored_bytes, config.record_file
+            )
         except OSError as exc:
             raise EmulatorConfigError(
                 [f"record_file: {config.record_file}: cannot be opened: {exc.strerror}"]
@@ -163,6 +170,9 @@ class Emulator:
         response = await self._apply_fault(request, action)
         if response is None:
             response = await self._collect(request, batch)
+        if action.kind == "accept_drop":
+            self.stats.requests_dropped += 1
+            return _drop_answer(request)
         if action.kind != "drop":
             self.stats.requests_by_status[str(response.status)] += 1
         return response
@@ -184,8 +194,17 @@ class Emulator:
             return self._unsupported_media_type(request.content_type)
         if config.require_sandbox_name and not request.headers.get("x-sandbox-name"):
             return error_response(400, "header x-sandbox-name: required but missing")
+        flow_id = request.headers.get(FLOW_ID_HEADER, "").strip() or None
+        dataflows = connection.dataflows if connection is not None else None
+        if dataflows is not None and flow_id is not None and flow_id not in dataflows:
+            known = ", ".join(sorted(dataflows))
+            return error_response(
+                400,
+                f"header {FLOW_ID_HEADER}: unknown flow {flow_id!r} for connection "
+                f"{connection_id!r} (known: {known})",
+            )
 
-        body = await read_body(request, config.max_body_bytes)
+        body = await read_body(request, config.max_body_bytes, config.body_timeout_s)
         if body is None:
             return error_response(
                 413, f"body: larger than the limit of {config.max_body_bytes} bytes"
@@ -199,10 +218,20 @@ class Emulator:
             return error_response(
                 501, "query syncValidation: synchronous validation is not supported in this region"
             )
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return error_response(400, f"body: not valid JSON: {exc}")
+        document = parse_json(body)
+        if isinstance(document, web.Response):
+            return document
+
+        if dataflows is not None and not batch and connection is not None:
+            if flow_id is not None:
+                return self._accept_raw(connection_id, connection, flow_id, body, document, sync)
+            if not _is_envelope(document):
+                return error_response(
+                    400,
+                    f"header {FLOW_ID_HEADER}: required but missing: connection "
+                    f"{connection_id!r} is a dataflow inlet and the body is not an XDM message "
+                    "(a raw payload needs the id of its dataflow)",
+                )
 
         if batch:
             if not isinstance(document, dict) or "messages" not in document:
@@ -300,22 +329,60 @@ class Emulator:
         }
         return json_response(reply, 200)
 
+    def _accept_raw(
+        self,
+        connection_id: str,
+        connection: ConnectionConfig,
+        flow_id: str,
+        body: bytes,
+        payload: Any,
+        sync: bool,
+    ) -> web.Response:
+        """A raw (non-XDM) payload for a dataflow of an HTTP API source connection: the
+        dataflow's own mapping makes it XDM later, so only its shape and reject rules apply."""
+        if type(payload) is not dict:
+            kind = "an array" if type(payload) is list else "not an object"
+            return error_response(400, f"body: a raw payload must be a JSON object, got {kind}")
+        limited = self._rate_limit(connection_id, 1, sync)
+        if limited is not None:
+            return limited
+        rule = matching_reject_rule(payload, self.reject_rules)
+        if rule is not None:
+            self.stats.messages_rejected += 1
+            violation = Violation((), "rejectRule", rule.message)
+            return self._message_refused(rule.status, [violation], connection_id, sync)
+
+        received_ms = now_ms()
+        xaction_id = self._next_id(received_ms, 1)
+        dataflows = connection.dataflows or {}
+        dataset_id = dataflows[flow_id].dataset
+        stored = AcceptedRequest(
+            connection_id, received_ms, body, xaction_id, False, [(0, dataset_id)], flow_id
+        )
+        self._record(stored, [payload])
+        self.stats.accepted_by_flow[flow_id] += 1
+        reply = {
+            "inletId": connection_id,
+            "xactionId": xaction_id,
+            "receivedTimeMs": str(received_ms),
+            "syncValidation": {"status": "pass"} if sync else {"skipped": True},
+        }
+        return json_response(reply, 200)
+
     def _message_refused(
         self, status: int, violations: list[Violation], connection_id: str, sync: bool
     ) -> web.Response:
         text = describe(violations)
         if not sync:
             return error_response(status, text)
+        # As the Platform words it, each violation and the report name the JSON pointer.
+        pointed = [f"{v.pointer()}: {v.message}" for v in violations]
         report = {
-            "message": f"inletId: [{connection_id}] Message is invalid: {text}",
+            "message": f"inletId: [{connection_id}] Message is invalid: [{'; '.join(pointed)}]",
             "cause": {
                 "_streamingValidation": [
-                    {
-                        "pointerToViolation": v.pointer(),
-                        "keyword": v.keyword,
-                        "message": f"{v.where()}: {v.message}",
-                    }
-                    for v in violations
+                    {"pointerToViolation": v.pointer(), "keyword": v.keyword, "message": text}
+                    for v, text in zip(violations, pointed, strict=True)
                 ]
             },
         }
@@ -334,7 +401,7 @@ class Emulator:
         count = len(stored.accepted)
         self.stats.messages_accepted += count
         self.stats.accepted_by_connection[stored.connection_id] += count
-        self.stats.accepted_by_dataset.update(dataset for _, dataset in stored.accepted)
+        self.stats.accepted_by_dataset.update(d for _, d in stored.accepted if d is not None)
         self.store.add(stored, messages)
 
     def _next_id(self, received_ms: int, count: int) -> str:
@@ -406,6 +473,8 @@ class Emulator:
         response = await self._apply_fault(request, action, endpoint="token")
         if response is None:
             response = await self._issue_token(request)
+        if action.kind == "accept_drop":
+            return _drop_answer(request)
         if action.kind != "drop":
             self.stats.token_requests_by_status[str(response.status)] += 1
         return response
@@ -413,7 +482,14 @@ class Emulator:
     async def _issue_token(self, request: web.Request) -> web.Response:
         if request.content_type != FORM:
             return _ims_error(400, "invalid_request", f"the body must be {FORM}")
-        form = await request.post()
+        body = await read_body(request, MAX_CONTROL_BODY_BYTES, self.config.body_timeout_s)
+        if body is None:
+            return _ims_error(413, "invalid_request", "the body is too large")
+        try:
+            fields = parse_qs(body.decode(), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            return _ims_error(400, "invalid_request", "the body is not UTF-8")
+        form = {name: values[0] for name, values in fields.items()}
         if form.get("grant_type") != "client_credentials":
             return _ims_error(
                 400, "unsupported_grant_type", "grant_type must be client_credentials"
@@ -427,12 +503,12 @@ class Emulator:
         if not self.tokens.known_client(client_id, client_secret):
             return _ims_error(401, "invalid_client", "invalid client_id or client_secret")
         self.stats.tokens_issued += 1
-        body = {
+        answer = {
             "access_token": self.tokens.issue(),
             "token_type": "bearer",
             "expires_in": self.tokens.lifetime_s,
         }
-        return json_response(body)
+        return json_response(answer)
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -445,6 +521,8 @@ class Emulator:
         if action.kind == "ok":
             return None
         self.stats.faults_injected[action.kind] += 1
+        if action.kind == "accept_drop":
+            return None  # served as usual; the caller drops the answer
         if action.kind == "stall":
             await self._wait_until_released()
             return None
@@ -479,12 +557,14 @@ class Emulator:
         return json_response({"status": "ok"})
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        """GET /__emulator/messages[?connection=…&dataset=…]: accepted messages as JSON lines."""
-        unknown = set(request.query) - {"connection", "dataset"}
+        """GET /__emulator/messages[?connection=…&dataset=…&flow=…]: accepted messages as JSON
+        lines."""
+        unknown = set(request.query) - {"connection", "dataset", "flow"}
         if unknown:
             names = ", ".join(sorted(unknown))
             return error_response(400, f"query: unknown parameter(s) {names}")
-        lines = self.store.lines(request.query.get("connection"), request.query.get("dataset"))
+        query = request.query
+        lines = self.store.lines(query.get("connection"), query.get("dataset"), query.get("flow"))
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         chunk = bytearray()
@@ -502,6 +582,7 @@ class Emulator:
         snapshot = self.stats.snapshot()
         snapshot.update(
             messages_stored=self.store.stored,
+            bytes_stored=self.store.stored_bytes,
             messages_evicted=self.store.evicted,
             requests_stalled=self._stalled,
             clock_offset_s=self.clock.offset,
@@ -512,7 +593,7 @@ class Emulator:
         return json_response(self._faults_view())
 
     async def post_faults(self, request: web.Request) -> web.Response:
-        data = await _json_body(request)
+        data = await self._json_body(request)
         if isinstance(data, web.Response):
             return data
         try:
@@ -537,7 +618,7 @@ class Emulator:
         return json_response(self._reject_view())
 
     async def post_reject(self, request: web.Request) -> web.Response:
-        data = await _json_body(request)
+        data = await self._json_body(request)
         if isinstance(data, web.Response):
             return data
         try:
@@ -558,7 +639,7 @@ class Emulator:
         ]
 
     async def advance_clock(self, request: web.Request) -> web.Response:
-        data = await _json_body(request)
+        data = await self._json_body(request)
         if isinstance(data, web.Response):
             return data
         seconds = data.get("advance_s") if isinstance(data, dict) else None
@@ -585,21 +666,62 @@ class Emulator:
         }
         self._sync_limiters = {}
 
+    async def _json_body(self, request: web.Request) -> Any:
+        """The request's JSON body, or a 400/413 response saying why it is not one."""
+        body = await read_body(request, MAX_CONTROL_BODY_BYTES, self.config.body_timeout_s)
+        if body is None:
+            return error_response(413, f"body: larger than {MAX_CONTROL_BODY_BYTES} bytes")
+        return parse_json(body)
+
+    def control_refusal(self, request: web.Request) -> web.Response | None:
+        """Why a control request may not be served, or None. Loopback clients always may;
+        others only with the configured token. The health check is open to all."""
+        refusal = self._control_refusal(request)
+        if refusal is not None:
+            self.stats.control_refused += 1
+        return refusal
+
+    def _control_refusal(self, request: web.Request) -> web.Response | None:
+        if request.path == f"{CONTROL}/health":
+            return None
+        transport = request.transport
+        if is_loopback(transport.get_extra_info("peername") if transport else None):
+            return None
+        token = self.config.control_token
+        if token is None:
+            return error_response(
+                403,
+                "control API: only loopback clients may use it unless a control token is "
+                f"configured (control_token, or the {CONTROL_TOKEN_ENV} environment variable)",
+            )
+        given = request.headers.get(CONTROL_TOKEN_HEADER)
+        if given is None:
+            return error_response(
+                401, f"header {CONTROL_TOKEN_HEADER}: required for the control API"
+            )
+        if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return error_response(403, f"header {CONTROL_TOKEN_HEADER}: not valid")
+        return None
+
     def close(self) -> None:
         self.store.close()
+
+
+def _is_envelope(document: Any) -> bool:
+    """Whether a body is shaped as an XDM message rather than a raw payload."""
+    return type(document) is dict and "header" in document and "body" in document
+
+
+def _drop_answer(request: web.Request) -> web.Response:
+    """Close the connection instead of answering (the request has been served)."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=204)  # never sent: the connection is already closed
 
 
 def _ims_error(status: int, error: str, description: str) -> web.Response:
     """An error as IMS words it: {"error", "error_description"}."""
     return json_response({"error": error, "error_description": description}, status)
-
-
-async def _json_body(request: web.Request) -> Any:
-    """The request's JSON body, or a 400 response saying why it is not one."""
-    try:
-        return orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        return error_response(400, f"body: not valid JSON: {exc}")
 
 
 EMULATOR_KEY = web.AppKey("emulator", Emulator)
@@ -608,7 +730,19 @@ EMULATOR_KEY = web.AppKey("emulator", Emulator)
 def create_app(config: EmulatorConfig, clock: AdjustableClock | None = None) -> web.Application:
     """The aiohttp application; raises EmulatorConfigError for unusable schema or record files."""
     emulator = Emulator(config, clock)
-    app = web.Application()
+
+    def count_body_timeout() -> None:
+        emulator.stats.body_timeouts += 1
+
+    @web.middleware
+    async def control_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(f"{CONTROL}/"):
+            refused = emulator.control_refusal(request)
+            if refused is not None:
+                return refused
+        return await handler(request)
+
+    app = web.Application(middlewares=[guard_middleware(count_body_timeout), control_access])
     app[EMULATOR_KEY] = emulator
     app.router.add_post("/collection/batch/{connection_id}", emulator.collect_batch)
     app.router.add_post("/collection/{connection_id}", emulator.collect_one)
@@ -637,23 +771,19 @@ def create_app(config: EmulatorConfig, clock: AdjustableClock | None = None) -> 
     return app
 
 
-SHUTDOWN_TIMEOUT_S = 5.0
-"""How long SIGTERM waits for open requests (for example ones in injected latency)."""
-
-
 def serve(app: web.Application, host: str, port: int) -> None:
-    """Run until SIGINT or SIGTERM. Access logging is off: it would cost speed and say nothing
-    the stats endpoint does not."""
+    """Run until SIGINT or SIGTERM, with the configuration's connection timeouts."""
+    emulator = app[EMULATOR_KEY]
+    config = emulator.config
 
-    def announce(_banner: str) -> None:
-        print(f"aep-connector emulator listening on http://{host}:{port}", file=sys.stderr)
-        sys.stderr.flush()
+    def count_header_timeout() -> None:
+        emulator.stats.header_timeouts += 1
 
-    web.run_app(
+    serve_guarded(
         app,
-        host=host,
-        port=port,
-        access_log=None,
-        print=announce,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        host,
+        port,
+        header_timeout_s=config.header_timeout_s,
+        idle_timeout_s=config.idle_timeout_s,
+        on_header_timeout=count_header_timeout,
     )

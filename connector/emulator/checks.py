@@ -2,22 +2,24 @@
 
 These run for every message at tens of thousands of messages a second, so the valid path does
 only dictionary look-ups and type tests; paths and messages are built only for violations.
+Every walk over message data uses an explicit stack, so any nesting depth gets its validation
+answer instead of a RecursionError.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
-import orjson
 from jsonschema import Draft6Validator, FormatChecker
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from connector.emulator.config import RejectRule
+from connector.emulator.jsontext import preview
 
 Path = tuple[str | int, ...]
 
@@ -46,13 +48,13 @@ class Violation:
 
     def where(self, prefix: str = "") -> str:
         """The location as `prefix.header.schemaRef.id` or `prefix.body.xdmEntity.items[2]`."""
-        text = prefix
+        parts = [prefix]
         for part in self.path:
             if isinstance(part, int):
-                text += f"[{part}]"
+                parts.append(f"[{part}]")
             else:
-                text += f".{part}" if text else part
-        return text or "(message)"
+                parts.append(f".{part}" if parts[-1] else part)
+        return "".join(parts) or "(message)"
 
     def pointer(self) -> str:
         """The location as a JSON pointer from the message root, e.g. `#/header/imsOrgId`."""
@@ -73,6 +75,8 @@ class EnvelopeRules:
     strict: bool = False
     datasets: frozenset[str] | None = None
     require_flow_id: bool = False
+    #: The flows of a dataflow inlet: header.flowId must name one of them.
+    flow_ids: frozenset[str] | None = None
     validators: Mapping[str, Validator] | None = None
 
 
@@ -130,10 +134,19 @@ def _check_header(header: dict[str, Any], rules: EnvelopeRules, problems: list[V
             )
         )
 
-    if rules.require_flow_id:
+    if rules.require_flow_id or rules.flow_ids is not None:
         flow = header.get("flowId", _MISSING)
         if type(flow) is not str or not flow:
             problems.append(_not_string(("header", "flowId"), flow))
+        elif rules.flow_ids is not None and flow not in rules.flow_ids:
+            known = ", ".join(sorted(rules.flow_ids))
+            problems.append(
+                Violation(
+                    ("header", "flowId"),
+                    "enum",
+                    f"unknown flow {_show(flow)} for this connection (known: {known})",
+                )
+            )
     return schema_ref
 
 
@@ -168,7 +181,7 @@ def _check_body(
         meta_ref = meta.get("schemaRef", _MISSING)
         if meta_ref is _MISSING:
             problems.append(_required(("body", "xdmMeta", "schemaRef")))
-        elif header_schema_ref is not _MISSING and meta_ref != header_schema_ref:
+        elif header_schema_ref is not _MISSING and not _same_ref(meta_ref, header_schema_ref):
             problems.append(
                 Violation(
                     ("body", "xdmMeta", "schemaRef"),
@@ -184,49 +197,128 @@ def _check_body(
     if type(entity) is not dict:
         problems.append(_not_object(("body", "xdmEntity"), entity))
         return
-    if contains_null(entity):
+    if contains_empty(entity):
         problems.extend(
-            Violation(path, "null", "null is not allowed in XDM; leave the key out instead")
-            for path in null_paths(entity, ("body", "xdmEntity"))
+            Violation(path, *_EMPTY_VIOLATIONS[kind])
+            for path, kind in empty_paths(entity, ("body", "xdmEntity"))
         )
     if rules.validators and header_schema_ref is not _MISSING:
-        validator = rules.validators.get(header_schema_ref.get("id"))
+        schema_id = header_schema_ref.get("id")
+        validator = rules.validators.get(schema_id) if type(schema_id) is str else None
         if validator is not None:
-            problems.extend(
-                Violation(
-                    ("body", "xdmEntity", *error.absolute_path), str(error.validator), error.message
-                )
-                for error in validator.iter_errors(entity)
+            problems.extend(_schema_violations(validator, entity))
+
+
+def _schema_violations(validator: Validator, entity: dict[str, Any]) -> list[Violation]:
+    try:
+        return [
+            Violation(
+                ("body", "xdmEntity", *error.absolute_path), str(error.validator), error.message
             )
+            for error in validator.iter_errors(entity)
+        ]
+    except RecursionError:
+        # jsonschema recurses (its messages `repr` the failing value); a value nested close to
+        # the parser's limit can exhaust the stack. Say so instead of failing the request.
+        return [
+            Violation(
+                ("body", "xdmEntity"),
+                "maxDepth",
+                "nested too deeply to validate against the schema",
+            )
+        ]
 
 
-def contains_null(value: object) -> bool:
-    """Whether a null appears anywhere in `value`; an explicit stack, no recursion limit."""
+# What each kind of empty value is reported as: XDM refuses nulls and empty values alike.
+_EMPTY_VIOLATIONS: Final[Mapping[type, tuple[str, str]]] = {
+    type(None): ("null", "null is not allowed in XDM; leave the key out instead"),
+    str: ("minLength", "an empty string is not allowed in XDM; leave the key out instead"),
+    dict: ("minProperties", "an empty object is not allowed in XDM; leave the key out instead"),
+    list: ("minItems", "an empty array is not allowed in XDM; leave the key out instead"),
+}
+
+
+def contains_empty(value: object) -> bool:
+    """Whether a null, "", {} or [] appears anywhere in `value` (`value` itself included)."""
     stack: list[Any] = [value]
+    pop = stack.pop
+    extend = stack.extend
     while stack:
-        item = stack.pop()
-        if item is None:
-            return True
+        item = pop()
         kind = type(item)
-        if kind is dict:
-            stack.extend(item.values())
+        if kind is str:
+            if not item:
+                return True
+        elif kind is dict:
+            if not item:
+                return True
+            extend(item.values())
         elif kind is list:
-            stack.extend(item)
+            if not item:
+                return True
+            extend(item)
+        elif item is None:
+            return True
     return False
 
 
-def null_paths(value: object, path: Path = ()) -> list[Path]:
-    """The path of every null inside `value`, in document order."""
-    if value is None:
-        return [path]
-    found: list[Path] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found.extend(null_paths(item, (*path, key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found.extend(null_paths(item, (*path, index)))
-    return found
+def empty_paths(value: object, base: Path = ()) -> list[tuple[Path, type]]:
+    """The path and type of every null, "", {} and [] inside `value`, in document order.
+
+    A depth-first walk with a stack of child iterators; each container records only its parent
+    and key, and a path is built only for what is found, so a deep document costs time
+    proportional to its size.
+    """
+    kind = type(value)
+    if value is None or (kind in _SIZED and not value):
+        return [(base, kind)]
+    if kind is not dict and kind is not list:
+        return []
+    found: list[tuple[int, str | int, type]] = []
+    parents: list[tuple[int, str | int | None]] = [(-1, None)]  # slot 0: `value` itself
+    stack: list[tuple[Iterator[tuple[Any, Any]], int]] = [(_children(value), 0)]
+    while stack:
+        children, slot = stack[-1]
+        for key, child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if not child:
+                    found.append((slot, key, kind))
+                    continue
+                parents.append((slot, key))
+                stack.append((_children(child), len(parents) - 1))
+                break
+            if child is None or (kind is str and not child):
+                found.append((slot, key, kind))
+        else:
+            stack.pop()
+    return [(_path_to(parents, slot, key, base), kind) for slot, key, kind in found]
+
+
+_SIZED: Final = (str, dict, list)
+
+
+def _children(container: Any) -> Iterator[tuple[Any, Any]]:
+    return iter(container.items()) if type(container) is dict else enumerate(container)
+
+
+def _path_to(
+    parents: Sequence[tuple[int, str | int | None]], slot: int, key: str | int, base: Path
+) -> Path:
+    reversed_parts: list[str | int] = [key]
+    while slot > 0:
+        slot, parent_key = parents[slot]
+        assert parent_key is not None  # only slot 0, the root, has no key
+        reversed_parts.append(parent_key)
+    return (*base, *reversed(reversed_parts))
+
+
+def _same_ref(left: object, right: object) -> bool:
+    """`==` for the two schemaRefs, which are small; a hostile deep pair takes the slow path."""
+    try:
+        return left == right
+    except RecursionError:
+        return json_equal(left, right)
 
 
 # --- reject rules ----------------------------------------------------------------------------
@@ -286,10 +378,27 @@ def resolve_pointer(document: object, parts: Sequence[str]) -> object:
 
 
 def json_equal(left: object, right: object) -> bool:
-    """Equality of JSON values; unlike Python's `==`, true is not 1."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return type(left) is type(right) and left == right
-    return left == right
+    """Equality of JSON values at any depth; unlike Python's `==`, true is not 1."""
+    stack: list[tuple[Any, Any]] = [(left, right)]
+    while stack:
+        a, b = stack.pop()
+        kind_a, kind_b = type(a), type(b)
+        if kind_a is dict:
+            if kind_b is not dict or a.keys() != b.keys():
+                return False
+            stack.extend((a[key], b[key]) for key in a)
+        elif kind_a is list:
+            if kind_b is not list or len(a) != len(b):
+                return False
+            stack.extend(zip(a, b, strict=True))
+        elif kind_b is dict or kind_b is list:
+            return False
+        elif kind_a is bool or kind_b is bool:
+            if kind_a is not kind_b or a != b:
+                return False
+        elif a != b:
+            return False
+    return True
 
 
 # --- JSON Schema validation of entities -------------------------------------------------------
@@ -352,11 +461,7 @@ def _type_of(value: object) -> str:
 
 def _show(value: object, limit: int = 120) -> str:
     """A value as compact JSON, truncated: rejection messages say what was found."""
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return preview(value, limit)
 
 
 def _required(path: Path) -> Violation:

@@ -8,22 +8,40 @@ control API, with the same models.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from connector.errors import InvalidInput
 
 MAX_BODY_BYTES = 1_048_576
 """The documented request limit: 1 MB."""
 
+MAX_STORED_BYTES = 268_435_456
+"""Default memory for stored accepted requests: 256 MiB of request bodies."""
+
 TOKEN_LIFETIME_S = 86_399
 """IMS's documented `expires_in` for server-to-server tokens."""
 
+CONTROL_TOKEN_ENV = "AEP_EMULATOR_CONTROL_TOKEN"  # noqa: S105 (the variable's name, not a secret)
+"""The control token from the environment, for containers that run the emulator without a file."""
+
 RejectionShape = Literal["statusCode", "status", "status_with_xaction"]
 
-_SEQUENCE_STEP = re.compile(r"^(ok|500|503|429|drop|stall|delay:\d+)$")
+_SEQUENCE_STEP = re.compile(r"^(ok|500|503|429|drop|accept_drop|stall|delay:\d+)$")
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 
@@ -48,6 +66,16 @@ class RateLimitConfig(_Model):
     )
 
 
+class DataflowConfig(_Model):
+    """One dataflow of an HTTP API source connection: where its raw payloads go."""
+
+    dataset: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The dataflow's target dataset, shown with its stored raw payloads.",
+    )
+
+
 class ConnectionConfig(_Model):
     """One streaming connection (inlet)."""
 
@@ -59,6 +87,19 @@ class ConnectionConfig(_Model):
     require_flow_id: bool = Field(
         default=False, description="Dataflow-based inlets require header.flowId."
     )
+    dataflows: dict[str, DataflowConfig] | None = Field(
+        default=None,
+        description="Flow id -> dataflow: the connection is an HTTP API source inlet that "
+        "accepts raw (non-XDM) payloads with an x-adobe-flow-id header naming one of these.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ConnectionConfig:
+        if self.dataflows is not None and not self.dataflows:
+            raise ValueError("dataflows: name at least one flow id (or leave the key out)")
+        if self.dataflows is not None and any(not f.strip() for f in self.dataflows):
+            raise ValueError("dataflows: a flow id must not be empty")
+        return self
 
 
 class Credential(_Model):
@@ -86,7 +127,9 @@ class FaultPlan(_Model):
 
     A non-empty `sequence` is consumed one step per request first; afterwards (or without one)
     each request draws once from the seeded generator against the probabilities, in the order
-    drop, 500, 503, 429. `stall` holds every request until the plan is cleared or replaced.
+    drop, 500, 503, 429, accept_drop. `stall` holds every request until the plan is cleared or
+    replaced. `accept_drop` serves the request (its accepted messages are stored) and then closes
+    the connection instead of answering, as a lost answer does in the real world.
     """
 
     seed: int | None = Field(default=None, description="Overrides the top-level seed.")
@@ -94,6 +137,7 @@ class FaultPlan(_Model):
     p503: Probability = 0.0
     p429: Probability = 0.0
     p_drop: Probability = 0.0
+    p_accept_drop: Probability = 0.0
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After on an injected 503.")
     retry_after_429_s: int | None = Field(
         default=None, ge=0, description="Retry-After on an injected 429; none by default."
@@ -102,7 +146,8 @@ class FaultPlan(_Model):
     stall: bool = False
     sequence: list[str] = Field(
         default_factory=list,
-        description='Steps: "ok", "500", "503", "429", "drop", "stall", "delay:<ms>".',
+        description='Steps: "ok", "500", "503", "429", "drop", "accept_drop", "stall", '
+        '"delay:<ms>".',
     )
     include_token_endpoint: bool = Field(
         default=False, description="Apply the plan to POST /ims/token/v3 as well."
@@ -110,20 +155,22 @@ class FaultPlan(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> FaultPlan:
-        total = self.p500 + self.p503 + self.p429 + self.p_drop
+        total = self.p500 + self.p503 + self.p429 + self.p_drop + self.p_accept_drop
         if total > 1:
-            raise ValueError(f"p500 + p503 + p429 + p_drop must be at most 1, got {total:g}")
+            raise ValueError(
+                f"p500 + p503 + p429 + p_drop + p_accept_drop must be at most 1, got {total:g}"
+            )
         for index, step in enumerate(self.sequence):
             if not _SEQUENCE_STEP.match(step):
                 raise ValueError(
                     f"sequence[{index}]: unknown step {step!r} (expected ok, 500, 503, 429, "
-                    "drop, stall or delay:<ms>)"
+                    "drop, accept_drop, stall or delay:<ms>)"
                 )
         return self
 
 
 class EmulatorConfig(_Model):
-    """The whole emulator configuration (see "The Platform emulator" in README.md)."""
+    """The whole emulator configuration (see docs/emulator.md)."""
 
     ims_org_id: str | None = Field(
         default=None, description="When set, header.imsOrgId must equal it."
@@ -155,14 +202,42 @@ class EmulatorConfig(_Model):
     max_stored_messages: int = Field(
         default=500_000, ge=0, description="Accepted messages kept in memory; oldest go first."
     )
+    max_stored_bytes: int = Field(
+        default=MAX_STORED_BYTES,
+        ge=0,
+        description="Bytes of accepted request bodies kept in memory; oldest go first.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this many seconds of its "
+        "first byte (or of the connection opening); otherwise the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request body must arrive whole within this many seconds of being read; "
+        "otherwise the answer is 408 and the connection is closed.",
+    )
+    idle_timeout_s: float = Field(
+        default=60.0, gt=0, description="An idle keep-alive connection is closed after this."
+    )
+    control_token: SecretStr | None = Field(
+        default=None,
+        description="Lets non-loopback clients use the control API when they send it in the "
+        "X-Emulator-Token header; without it only loopback clients may.",
+    )
+
+    @field_validator("control_token")
+    @classmethod
+    def _check_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not token.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return token
 
 
-class EmulatorConfigError(Exception):
+class EmulatorConfigError(InvalidInput):
     """The configuration is invalid; `problems` lists every problem, one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
@@ -192,8 +267,17 @@ def parse_config(data: Any, base_dir: Path = Path()) -> EmulatorConfig:
     return config.model_copy(update={"schemas": schemas, "record_file": record_file})
 
 
-def load_config(path: Path | None) -> EmulatorConfig:
-    """Read and validate the YAML file; no file means the defaults."""
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> EmulatorConfig:
+    """Read and validate the YAML file (no file means the defaults); a control token in the
+    environment applies when the file sets none."""
+    config = _load_file(path)
+    token = (os.environ if environ is None else environ).get(CONTROL_TOKEN_ENV, "").strip()
+    if token and config.control_token is None:
+        config = config.model_copy(update={"control_token": SecretStr(token)})
+    return config
+
+
+def _load_file(path: Path | None) -> EmulatorConfig:
     if path is None:
         return EmulatorConfig()
     try:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from connector.emulator.config import FaultPlan
 
-FaultKind = Literal["ok", "500", "503", "429", "drop", "stall"]
+FaultKind = Literal["ok", "500", "503", "429", "drop", "accept_drop", "stall"]
 Endpoint = Literal["collection", "token"]
 
 
@@ -69,6 +69,8 @@ class FaultInjector:
             ("500", plan.p500),
             ("503", plan.p503),
             ("429", plan.p429),
+            # Last, so that adding it left the draws of the other kinds as they were.
+            ("accept_drop", plan.p_accept_drop),
         )
         for kind, probability in odds:
             if draw < probability:
@@ -83,6 +85,7 @@ _STEP_KINDS: dict[str, FaultKind] = {
     "503": "503",
     "429": "429",
     "drop": "drop",
+    "accept_drop": "accept_drop",
     "stall": "stall",
 }
 

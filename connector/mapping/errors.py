@@ -7,8 +7,10 @@ unless the mapping is strict; only `MappingFailure` ever leaves `CompiledMapping
 
 from __future__ import annotations
 
+from connector.errors import ConnectorError, InvalidInput
 
-class SourceError(Exception):
+
+class SourceError(ConnectorError):
     """A problem in one piece of mapping text (expression, path, pattern) at a line and column."""
 
     def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
@@ -21,14 +23,14 @@ class SourceError(Exception):
         return f"{self.message} (line {self.line}, column {self.column})"
 
 
-class ExpressionError(Exception):
+class ExpressionError(ConnectorError):
     """An expression could not produce a value for this record (bad input type, parse failure).
 
     Messages name the function and the problem, never the record's values.
     """
 
 
-class MappingFailure(Exception):
+class MappingFailure(ConnectorError):
     """The record cannot be mapped: a field failed in strict mode, the filter failed, the value
     is not an object, nothing at all was produced, or the evaluation ran past its budget.
     The message names the destination; `reason` is a short fixed code (the dead-letter error
@@ -47,9 +49,5 @@ def too_slow(where: str) -> MappingFailure:
     return MappingFailure(f"{where}: the evaluation budget for one record is spent", TOO_SLOW)
 
 
-class MappingLoadError(Exception):
+class MappingLoadError(InvalidInput):
     """One or more mapping files are invalid; `problems` lists every one, one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems

@@ -1,31 +1,71 @@
 """Record value bytes → Python objects: JSON, Avro in the Confluent wire format (schemas from
 a registry, cached by id), or Avro with a fixed schema file.
 
-Bad bytes are the record's fault (PoisonError, stage `decode`); a registry that cannot be
-reached is not (RetryableError), so it never sends a record to the dead-letter topic.
+Any bytes are safe to decode: a value over the size limit is refused before decoding, and a
+decoded value stays within the depth and value-count limits (connector.source.limits). Bad
+bytes, and a registry schema that cannot be used, are the record's fault (PoisonError, stage
+`decode`, a short fixed reason); a registry that cannot be reached is not (RetryableError), so
+it never sends a record to the dead-letter topic. Decoders raise nothing else.
 """
 
 from __future__ import annotations
 
-import io
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import fastavro
 import orjson
 
-from connector.errors import PoisonError, RetryableError
+from connector.errors import HaltError, PoisonError, RetryableError
+from connector.source.avro import AvroSchema, SchemaError
+from connector.source.limits import DecodeLimits, check_decoded
 
 Decoder = Callable[[bytes], Any]
 
+#: Seconds an unknown schema id is answered from memory before the registry is asked again.
+DEFAULT_UNKNOWN_SCHEMA_TTL_S = 60.0
+#: Schema ids remembered as unknown or unusable; beyond it the oldest are forgotten, so that
+#: records with random ids cannot grow memory.
+MAX_REFUSED_SCHEMA_IDS = 10_000
 
-def decode_json(value: bytes) -> Any:
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise PoisonError("decode", f"invalid JSON: {exc}", "invalid_json") from None
+
+class JsonDecoder:
+    """JSON (orjson) within the limits.
+
+    orjson itself refuses nesting beyond 1024. The exact depth and value count are checked by a
+    walk of the decoded value only when cheap bounds cannot rule a breach out: a value of n bytes
+    is at most n/2 deep and holds at most (n+1)/2 values; the count of `{` and `[` bounds the
+    depth, and with the count of `,` the values. Records of ordinary shape pay for two
+    `bytes.count` calls, not a walk.
+    """
+
+    def __init__(self, limits: DecodeLimits | None = None) -> None:
+        self.limits = limits or DecodeLimits()
+
+    def __call__(self, value: bytes) -> Any:
+        limits = self.limits
+        limits.check_size(value)
+        try:
+            decoded = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            reason = "too_deep" if "depth limit" in str(exc) else "invalid_json"
+            raise PoisonError("decode", f"invalid JSON: {exc}", reason) from None
+        size = len(value)
+        may_be_deep = size > 2 * limits.max_depth
+        may_hold_too_many = size >= 2 * limits.max_values
+        if may_be_deep or may_hold_too_many:
+            containers = value.count(b"{") + value.count(b"[")
+            if containers > limits.max_depth or (
+                may_hold_too_many and value.count(b",") + containers >= limits.max_values
+            ):
+                check_decoded(decoded, limits)
+        return decoded
+
+
+#: Decodes JSON with the default limits (the worker builds a JsonDecoder from the settings).
+decode_json = JsonDecoder()
 
 
 class SchemaSource(Protocol):
@@ -68,13 +108,30 @@ _HEADER = struct.Struct(">bI")
 
 
 class ConfluentAvroDecoder:
-    """Magic byte 0, 4-byte big-endian schema id, then the Avro binary datum."""
+    """Magic byte 0, 4-byte big-endian schema id, then the Avro binary datum.
 
-    def __init__(self, schemas: SchemaSource) -> None:
+    Schemas are fetched once per id. An id the registry does not know is remembered for
+    `unknown_schema_ttl_s` (records carrying it are dead-lettered without asking again); an id
+    whose schema cannot be used is remembered for good, since a registry never changes the
+    schema of an id.
+    """
+
+    def __init__(
+        self,
+        schemas: SchemaSource,
+        limits: DecodeLimits | None = None,
+        unknown_schema_ttl_s: float = DEFAULT_UNKNOWN_SCHEMA_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._schemas = schemas
-        self._parsed: dict[int, Any] = {}
+        self.limits = limits or DecodeLimits()
+        self._unknown_ttl_s = unknown_schema_ttl_s
+        self._clock = clock
+        self._parsed: dict[int, AvroSchema] = {}
+        self._refused: dict[int, tuple[PoisonError, float]] = {}  # id → (error, until)
 
     def __call__(self, value: bytes) -> Any:
+        self.limits.check_size(value)
         if len(value) < 5:
             raise PoisonError(
                 "decode", f"too short for the Confluent wire format ({len(value)} B)", "wire_format"
@@ -86,38 +143,53 @@ class ConfluentAvroDecoder:
             )
         schema = self._parsed.get(schema_id)
         if schema is None:
-            text = self._schemas.schema_text(schema_id)
-            try:
-                schema = fastavro.parse_schema(orjson.loads(text))
-            except (orjson.JSONDecodeError, fastavro.schema.SchemaParseException) as exc:
-                raise PoisonError(
-                    "decode", f"schema id {schema_id} is not usable: {exc}", "wrong_schema"
-                ) from None
-            self._parsed[schema_id] = schema
-        return _read(value, 5, schema)
+            schema = self._schema(schema_id)
+        return schema.read(value, 5)
+
+    def _schema(self, schema_id: int) -> AvroSchema:
+        refused = self._refused.get(schema_id)
+        if refused is not None:
+            error, until = refused
+            if self._clock() < until:
+                raise PoisonError("decode", str(error), error.reason)
+            del self._refused[schema_id]
+        try:
+            text = self._schemas.schema_text(schema_id)  # RetryableError passes through
+            schema = self._parse(schema_id, text)
+        except PoisonError as exc:
+            unknown = exc.reason == "unknown_schema"
+            self._remember_refusal(schema_id, exc, self._unknown_ttl_s if unknown else None)
+            raise
+        self._parsed[schema_id] = schema
+        return schema
+
+    def _parse(self, schema_id: int, text: str) -> AvroSchema:
+        try:
+            return AvroSchema(orjson.loads(text), self.limits)
+        except (orjson.JSONDecodeError, SchemaError) as exc:
+            raise PoisonError(
+                "decode", f"schema id {schema_id} is not usable: {exc}", "wrong_schema"
+            ) from None
+
+    def _remember_refusal(self, schema_id: int, error: PoisonError, ttl_s: float | None) -> None:
+        if len(self._refused) >= MAX_REFUSED_SCHEMA_IDS:
+            del self._refused[next(iter(self._refused))]  # the oldest
+        until = float("inf") if ttl_s is None else self._clock() + ttl_s
+        self._refused[schema_id] = (error, until)
 
 
 class FixedAvroDecoder:
     """Raw Avro binary datums (no framing) written with one known schema."""
 
-    def __init__(self, schema_file: Path) -> None:
-        self.schema = fastavro.parse_schema(orjson.loads(schema_file.read_bytes()))
+    def __init__(self, schema_file: Path, limits: DecodeLimits | None = None) -> None:
+        self.limits = limits or DecodeLimits()
+        try:
+            self._schema = AvroSchema(orjson.loads(schema_file.read_bytes()), self.limits)
+        except (OSError, orjson.JSONDecodeError, SchemaError) as exc:
+            # The deployment's fault, not a record's: the mapping names a schema it cannot use.
+            raise HaltError(f"Avro schema file {schema_file} is not usable: {exc}") from None
+        self.schema = self._schema.parsed
 
     def __call__(self, value: bytes) -> Any:
-        return _read(value, 0, self.schema)
-
-
-def _read(value: bytes, start: int, schema: Any) -> Any:
-    stream = io.BytesIO(value)
-    stream.seek(start)
-    try:
-        datum = fastavro.schemaless_reader(stream, schema, None)
-    except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ... on bad bytes
-        raise PoisonError(
-            "decode", f"invalid Avro datum: {type(exc).__name__}: {exc}", "invalid_avro"
-        ) from None
-    if stream.tell() != len(value):
-        raise PoisonError(
-            "decode", f"{len(value) - stream.tell()} bytes after the Avro datum", "invalid_avro"
-        )
-    return datum
+        self.limits.check_size(value)
+        return self._schema.read(value, 0)

@@ -19,6 +19,7 @@ from connector.records import SourceRecord
 from connector.settings import Settings
 
 log = get_logger("source")
+_CLIENT_LOG = get_logger("librdkafka")
 
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
 
@@ -53,6 +54,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # default, 1 s, is longer than the worker takes to empty 16 MB: the worker sat idle
         # until the next fetch (see the performance notes in docs/).
         "fetch.queue.backoff.ms": 20,
+        # librdkafka's own log lines go through the worker's logging (JSON or text, one
+        # stream), not raw to stderr; they are served by the consume() and poll() calls.
+        "logger": _CLIENT_LOG,
         **kafka.properties,
         **{k: v.get_secret_value() for k, v in kafka.secret_properties.items()},
     }
@@ -130,18 +134,11 @@ def source_record(message: Message) -> SourceRecord | None:
     """
     error = message.error()
     if error is not None:
-        code = error.code()
-        if code == KafkaError._PARTITION_EOF:
+        if error.code() == KafkaError._PARTITION_EOF:
             return None
-        if error.fatal():
-            raise HaltError(f"fatal Kafka error: {error}")
-        if code in (
-            KafkaError._AUTHENTICATION,
-            KafkaError.SASL_AUTHENTICATION_FAILED,
-            KafkaError.TOPIC_AUTHORIZATION_FAILED,
-            KafkaError.GROUP_AUTHORIZATION_FAILED,
-        ):
-            raise HaltError(f"Kafka refused the worker: {error}")
+        reason = halt_reason(error)
+        if reason is not None:
+            raise HaltError(reason)
         log.warning("consumer error", extra={"fields": {"error": str(error)}})
         return None
     topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -158,6 +155,32 @@ def source_record(message: Message) -> SourceRecord | None:
         message.value(),
         _headers(headers) if headers else (),
     )
+
+
+def halt_reason(error: KafkaError) -> str | None:
+    """Why the worker must halt on a client error, or None when the client recovers by itself.
+
+    librdkafka retries a failed connection for ever and reports each failure as an error event
+    (error_cb), or in a message. A refused login or a broker certificate that does not verify
+    is a deployment error: the worker stops and says so, as for the API's 401/403, rather than
+    log the same line for ever. Brokers that are down stay retried: brokers restart.
+    """
+    code = error.code()
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return (
+            f"Kafka authentication failed: {error.str()} (check kafka.properties "
+            "sasl.mechanism and sasl.username, and sasl.password in kafka.secret_properties)"
+        )
+    if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+        return f"Kafka refused access: {error.str()} (check the ACLs of the worker's principal)"
+    if code == KafkaError._SSL and "certificate" in error.str().lower():
+        return (
+            f"Kafka TLS certificate failure: {error.str()} (check kafka.properties "
+            "ssl.ca.location, ssl.certificate.location and ssl.key.location)"
+        )
+    if error.fatal():
+        return f"fatal Kafka error: {error.str()}"
+    return None
 
 
 def _headers(

@@ -108,6 +108,55 @@ def test_images_are_pinned_and_name_no_registry_host(compose: dict[str, Any]) ->
     assert {images[n] for n in built} == {"aep-connector:local"}
 
 
+def published_ports(service: dict[str, Any]) -> list[tuple[str | None, str, str]]:
+    """(host address, host port, container port) of each published port, in either syntax."""
+    found: list[tuple[str | None, str, str]] = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):
+            found.append(
+                (entry.get("host_ip"), str(entry.get("published", "")), str(entry["target"]))
+            )
+            continue
+        parts = str(entry).rsplit(":", 2)
+        if len(parts) == 3:
+            found.append((parts[0].strip("[]"), parts[1], parts[2]))
+        elif len(parts) == 2:
+            found.append((None, parts[0], parts[1]))
+        else:
+            found.append((None, "", parts[0]))
+    return found
+
+
+def test_ports_are_published_on_loopback_only(compose: dict[str, Any]) -> None:
+    """Nothing here is hardened for a network (the emulator's control API, an unauthenticated
+    broker and registry): publish on 127.0.0.1, not on every interface of the host."""
+    published = {
+        name: published_ports(service)
+        for name, service in compose["services"].items()
+        if service.get("ports")
+    }
+    assert set(published) == {"kafka", "registry", "emulator", "worker"}
+    for name, ports in published.items():
+        for host_ip, host_port, _container_port in ports:
+            assert host_ip == "127.0.0.1", (
+                f"{name}: port {host_port} is published on all interfaces"
+            )
+            assert host_port, f"{name}: a port without a fixed host port is published"
+    assert ("127.0.0.1", "8090", "8090") in published["emulator"]
+    assert ("127.0.0.1", "9094", "9094") in published["kafka"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["8090:8090", "0.0.0.0:8090:8090", "8090", {"target": 8090, "published": 8090}],
+)
+def test_the_loopback_check_catches_every_interface(compose: dict[str, Any], entry: object) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["emulator"]["ports"] = [entry]
+    with pytest.raises(AssertionError):
+        test_ports_are_published_on_loopback_only(broken)
+
+
 def test_kafka_runs_in_kraft_mode(compose: dict[str, Any]) -> None:
     env = compose["services"]["kafka"]["environment"]
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
@@ -144,7 +193,8 @@ def test_worker_wiring(compose: dict[str, Any]) -> None:
     }
     assert worker["read_only"] is True
     assert worker["cap_drop"] == ["ALL"]
-    assert f"{env['AEP_CONNECTOR_OPS__PORT']}:{env['AEP_CONNECTOR_OPS__PORT']}" in worker["ports"]
+    port = env["AEP_CONNECTOR_OPS__PORT"]
+    assert f"127.0.0.1:{port}:{port}" in worker["ports"]
     grace = re.fullmatch(r"(\d+)s", worker["stop_grace_period"])
     assert grace, worker["stop_grace_period"]
     assert int(grace.group(1)) > math.ceil(float(env["AEP_CONNECTOR_OPS__SHUTDOWN_TIMEOUT_S"]))

@@ -3,16 +3,23 @@ session and reset before each test), and builders for valid messages."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterator
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import yaml
 
-from tests.support.emulator import RunningEmulator, start_emulator
+from tests.support.emulator import REPO_ROOT, RunningEmulator, free_port, start_emulator
 
 DATA = Path(__file__).parent / "data"
 
@@ -25,6 +32,8 @@ CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-secret"
 TOKEN_LIFETIME_S = 100
 HEADERS = {"Content-Type": "application/json", "x-sandbox-name": "prod"}
+FLOW_ID = "f2ae0194-8bd8-4a40-a4d9-f07bdc3e6ce2"
+OTHER_FLOW_ID = "0c2f4b1a-7e3d-4a55-9b7e-2d4c8f1e6a90"
 
 
 def seed_single() -> dict[str, Any]:
@@ -77,6 +86,7 @@ def main_config(tmp: Path) -> dict[str, Any]:
             "datasets": {"datasets": [SEED_DATASET, OTHER_DATASET]},
             "auth": {"authentication": True},
             "flow": {"require_flow_id": True},
+            "dataflow": {"dataflows": {FLOW_ID: {"dataset": SEED_DATASET}, OTHER_FLOW_ID: {}}},
             "limited": {
                 "rate_limit": {"requests_per_s": 0.01, "requests_burst": 2, "retry_after_s": 7}
             },
@@ -155,3 +165,54 @@ def http() -> Iterator[httpx.Client]:
     """A keep-alive client, as the connector uses."""
     with httpx.Client(timeout=10) as client:
         yield client
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (the one its default route uses),
+    or None when it has none. No packet is sent: connecting a UDP socket only picks a route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address  # noqa: S104
+
+
+@contextlib.contextmanager
+def emulator_at(
+    host: str,
+    config: Mapping[str, Any],
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """An emulator process listening on `host` (the shared helper listens on 127.0.0.1 only);
+    yields its base URL."""
+    config_file = tmp_path / f"emulator-{time.monotonic_ns()}.yaml"
+    config_file.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
+    port = free_port()
+    command = [sys.executable, "-m", "connector", "emulator", "--host", host, "--port", str(port)]
+    command += ["--config", str(config_file)]
+    environment = {**os.environ, **(env or {})}
+    with (config_file.with_suffix(".log")).open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment
+        )
+    url = f"http://{host}:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, config_file.with_suffix(".log").read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/__emulator/health", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"no emulator on {url}"
+            time.sleep(0.02)  # poll interval while the process starts
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

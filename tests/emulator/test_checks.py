@@ -16,10 +16,11 @@ from connector.emulator.checks import (
     build_validator,
     check_message,
     compile_reject_rules,
-    contains_null,
+    contains_empty,
     describe,
+    empty_paths,
+    json_equal,
     matching_reject_rule,
-    null_paths,
 )
 from connector.emulator.config import RejectRule
 from tests.emulator.conftest import (
@@ -137,6 +138,24 @@ def test_strict_mode_requires_the_schema_id_and_any_uri_is_accepted() -> None:
     assert check_message(envelope(schema_id="urn:x:y"), strict) == []
 
 
+def test_a_dataflow_inlet_requires_one_of_its_flows() -> None:
+    rules = EnvelopeRules(flow_ids=frozenset(["f1", "f2"]))
+    assert where(check_message(envelope(), rules)) == [("header.flowId", "required")]
+    message = _with(envelope(), "f3", "header", "flowId")
+    (violation,) = check_message(message, rules)
+    assert (violation.where(), violation.keyword) == ("header.flowId", "enum")
+    assert violation.message == 'unknown flow "f3" for this connection (known: f1, f2)'
+    assert check_message(_with(envelope(), "f2", "header", "flowId"), rules) == []
+
+
+def test_a_schema_id_that_is_not_a_string_is_a_violation_not_a_crash() -> None:
+    message = profile({"person": PERSON})
+    for bad_id in ({"a": 1}, ["x"]):
+        changed = _with(message, bad_id, "header", "schemaRef", "id")
+        changed["body"]["xdmMeta"]["schemaRef"]["id"] = bad_id
+        assert where(check_message(changed, profile_rules())) == [("header.schemaRef.id", "format")]
+
+
 def test_known_datasets_and_flow_id_are_per_connection_rules() -> None:
     rules = EnvelopeRules(datasets=frozenset(["a", "b"]), require_flow_id=True)
     message = envelope(dataset="c")
@@ -172,14 +191,113 @@ JSON_VALUES = st.recursive(
 
 
 @given(JSON_VALUES)
-def test_the_fast_null_check_agrees_with_the_path_walk(value: Any) -> None:
-    paths = null_paths(value)
-    assert contains_null(value) == bool(paths)
-    for path in paths:
+def test_the_fast_empty_check_agrees_with_the_path_walk(value: Any) -> None:
+    found_paths = empty_paths(value)
+    assert contains_empty(value) == bool(found_paths)
+    for path, kind in found_paths:
         found: Any = value
         for part in path:
             found = found[part]
-        assert found is None
+        assert type(found) is kind
+        assert found is None or len(found) == 0
+
+
+@given(JSON_VALUES)
+def test_the_path_walk_finds_empties_in_document_order(value: Any) -> None:
+    """Against a plain recursive walk (fine for these small values)."""
+    expected: list[tuple[Any, ...]] = []
+
+    def walk(item: Any, path: tuple[Any, ...]) -> None:
+        if item is None or (isinstance(item, str | dict | list) and len(item) == 0):
+            expected.append(path)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                walk(child, (*path, key))
+        elif isinstance(item, list):
+            for index, child in enumerate(item):
+                walk(child, (*path, index))
+
+    walk(value, ("root",))
+    assert [path for path, _ in empty_paths(value, ("root",))] == expected
+
+
+def test_empty_strings_objects_and_arrays_are_reported_like_nulls() -> None:
+    entity = {"a": "", "b": {"c": {}, "d": [], "e": [" ", 0, False, ""]}, "f": None, "g": "x"}
+    violations = check_message(envelope(entity), OPEN)
+    assert [(v.pointer(), v.keyword) for v in violations] == [
+        ("#/body/xdmEntity/a", "minLength"),
+        ("#/body/xdmEntity/b/c", "minProperties"),
+        ("#/body/xdmEntity/b/d", "minItems"),
+        ("#/body/xdmEntity/b/e/3", "minLength"),
+        ("#/body/xdmEntity/f", "null"),
+    ]
+    assert describe(violations[:3]) == (
+        "body.xdmEntity.a: an empty string is not allowed in XDM; leave the key out instead; "
+        "body.xdmEntity.b.c: an empty object is not allowed in XDM; leave the key out instead; "
+        "body.xdmEntity.b.d: an empty array is not allowed in XDM; leave the key out instead"
+    )
+
+
+def test_an_empty_entity_is_itself_an_empty_object() -> None:
+    assert where(check_message(envelope({}), OPEN)) == [("body.xdmEntity", "minProperties")]
+
+
+# --- any depth ---------------------------------------------------------------------------------
+
+
+DEEP = 20_000  # far past Python's recursion limit of 1,000
+
+
+def nested(depth: int, leaf: Any, key: str = "n") -> dict[str, Any]:
+    """{"n": {"n": ... leaf}} with `depth` objects."""
+    value: Any = leaf
+    for _ in range(depth):
+        value = {key: value}
+    result: dict[str, Any] = value
+    return result
+
+
+@pytest.mark.parametrize("leaf", [None, "", {}, []])
+def test_any_depth_gets_its_violation_not_a_recursion_error(leaf: Any) -> None:
+    depth = DEEP
+    (violation,) = check_message(envelope(nested(depth, leaf)), OPEN)
+    assert violation.path == ("body", "xdmEntity", *(["n"] * depth))
+    assert violation.pointer().endswith("/n" * depth)
+    assert check_message(envelope(nested(depth, "leaf")), OPEN) == []
+
+
+def test_deep_values_in_the_header_are_shown_briefly() -> None:
+    deep = nested(DEEP, 1)
+    message = _with(seed_single(), deep, "header", "imsOrgId")
+    (violation,) = check_message(message, WITH_ORG)
+    assert violation.keyword == "const"
+    assert violation.message.startswith(f'expected "{ORG}", got {{"n":{{"n":')
+    assert violation.message.endswith("…")
+    assert len(violation.message) < 200
+
+
+def test_deep_schema_refs_are_compared_without_recursion() -> None:
+    message = seed_single()
+    message["header"]["schemaRef"]["x"] = nested(DEEP, 1)
+    message["body"]["xdmMeta"]["schemaRef"] = {
+        **message["header"]["schemaRef"],
+        "x": nested(DEEP, 1),  # equal, but not the same object
+    }
+    assert check_message(message, OPEN) == []
+    message["body"]["xdmMeta"]["schemaRef"]["x"] = nested(DEEP, 2)
+    assert where(check_message(message, OPEN)) == [("body.xdmMeta.schemaRef", "const")]
+
+
+def test_json_equal_at_any_depth_and_true_is_not_one() -> None:
+    assert json_equal(nested(DEEP, [1, "a"]), nested(DEEP, [1, "a"]))
+    assert not json_equal(nested(DEEP, [1, "a"]), nested(DEEP, [1, "b"]))
+    assert not json_equal(nested(DEEP, 1), nested(DEEP - 1, 1))
+    assert not json_equal(True, 1)
+    assert not json_equal([True], [1])
+    assert json_equal({"a": 1, "b": 2.0}, {"b": 2, "a": 1})
+    assert not json_equal({"a": 1}, {"a": 1, "b": 1})
+    assert not json_equal([1], {"0": 1})
+    assert not json_equal("1", 1)
 
 
 def test_pointer_escapes_slash_and_tilde() -> None:
@@ -189,6 +307,9 @@ def test_pointer_escapes_slash_and_tilde() -> None:
 
 
 # --- JSON Schema validation --------------------------------------------------------------------
+
+
+PERSON = {"birthDate": "1969-03-14"}
 
 
 def profile_rules() -> EnvelopeRules:
@@ -209,11 +330,14 @@ def test_schema_with_meta_keywords_validates_a_good_entity() -> None:
     ("entity", "expected"),
     [
         ({"person": {"name": {"firstName": 5}}}, ("body.xdmEntity.person.name.firstName", "type")),
-        ({}, ("body.xdmEntity", "required")),
+        ({"lastSeen": "2024-05-01T12:00:00Z"}, ("body.xdmEntity", "required")),
         ({"person": {"birthDate": "14/03/1969"}}, ("body.xdmEntity.person.birthDate", "format")),
         ({"person": {"birthDate": "1969-02-30"}}, ("body.xdmEntity.person.birthDate", "format")),
-        ({"person": {}, "lastSeen": "yesterday"}, ("body.xdmEntity.lastSeen", "format")),
-        ({"person": {}, "workEmail": {}}, ("body.xdmEntity.workEmail", "required")),
+        ({"person": PERSON, "lastSeen": "yesterday"}, ("body.xdmEntity.lastSeen", "format")),
+        (
+            {"person": PERSON, "workEmail": {"primary": True}},
+            ("body.xdmEntity.workEmail", "required"),
+        ),
     ],
 )
 def test_schema_violations_are_reported_at_their_path(entity: Any, expected: Any) -> None:
@@ -223,11 +347,11 @@ def test_schema_violations_are_reported_at_their_path(entity: Any, expected: Any
 def test_date_time_format_accepts_rfc3339() -> None:
     rules = profile_rules()
     for stamp in ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00.123+02:00"):
-        assert check_message(profile({"person": {}, "lastSeen": stamp}), rules) == []
+        assert check_message(profile({"person": PERSON, "lastSeen": stamp}), rules) == []
 
 
 def test_schemas_apply_only_to_their_schema_id() -> None:
-    assert check_message(envelope({}), profile_rules()) == []
+    assert check_message(envelope({"other": 1}), profile_rules()) == []
     assert check_message(seed_single(), profile_rules()) == []
 
 

@@ -11,9 +11,15 @@ from click.testing import CliRunner
 
 from connector.cli import main
 from connector.emulator.app import create_app
-from connector.emulator.config import EmulatorConfigError, load_config, parse_config
+from connector.emulator.config import (
+    CONTROL_TOKEN_ENV,
+    EmulatorConfigError,
+    load_config,
+    parse_config,
+)
 
-README = Path(__file__).parents[2] / "README.md"
+REPO = Path(__file__).parents[2]
+MANUAL = REPO / "docs" / "emulator.md"
 
 
 def problems_of(text: str, tmp_path: Path) -> list[str]:
@@ -32,22 +38,52 @@ def test_no_file_and_an_empty_file_mean_the_defaults(tmp_path: Path) -> None:
         assert config.max_body_bytes == 1_048_576
         assert config.rejection_shape == "statusCode"
         assert config.token_lifetime_s == 86_399
+        assert config.max_stored_bytes == 268_435_456
+        assert config.control_token is None
+        # Every read of a request is bounded by default.
+        assert (config.header_timeout_s, config.body_timeout_s, config.idle_timeout_s) == (
+            10.0,
+            30.0,
+            60.0,
+        )
 
 
-def test_the_readme_example_is_a_valid_configuration(tmp_path: Path) -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## The Platform emulator") :]
-    section = section[: section.index("\n## ", 1)]
-    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+def manual_section(heading: str) -> str:
+    text = MANUAL.read_text(encoding="utf-8")
+    section = text[text.index(f"\n## {heading}\n") :]
+    return section[: section.index("\n## ", 1)]
+
+
+def test_the_manual_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", manual_section("Configuration file"), re.DOTALL)
     assert len(blocks) == 1
     config = parse_config(yaml.safe_load(blocks[0]), tmp_path)
     assert config.connections["my-inlet"].rate_limit is not None
+    dataflows = config.connections["http-api-inlet"].dataflows
+    assert dataflows is not None
+    assert [flow.dataset for flow in dataflows.values()] == ["5da9452f7de80400007jc52a"]
+    assert (config.header_timeout_s, config.body_timeout_s, config.idle_timeout_s) == (10, 30, 60)
+    assert config.max_stored_bytes == 268_435_456
     assert config.schemas == {
         "https://ns.adobe.com/acme/schemas/profile": tmp_path / "schemas" / "profile.json"
     }
     assert config.record_file == tmp_path / "accepted.jsonl"
     assert config.faults is not None
     assert config.faults.p503 == 0.1
+
+
+def test_the_manual_dataflow_example_is_valid_and_the_readme_points_to_the_manual(
+    tmp_path: Path,
+) -> None:
+    section = manual_section("Dataflow inlets and raw payloads")
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    config = parse_config(yaml.safe_load(block), tmp_path)
+    assert len(config.connections["http-api-inlet"].dataflows or {}) == 2
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The Platform emulator\n") :]
+    section = section[: section.index("\n## ", 1)]
+    assert "[docs/emulator.md](docs/emulator.md)" in section
+    assert len(section.strip().splitlines()) <= 4  # a pointer, not a second manual
 
 
 def test_every_problem_is_reported_with_its_key(tmp_path: Path) -> None:
@@ -64,7 +100,37 @@ faults: {p503: 0.8, p500: 0.8}
         "connections.c1.rate_limit.requests_per_s: Input should be greater than 0",
         "connections.c1.authentcation: unknown key",
         "credentials.0.client_secret: Field required",
-        "faults: p500 + p503 + p429 + p_drop must be at most 1, got 1.6",
+        "faults: p500 + p503 + p429 + p_drop + p_accept_drop must be at most 1, got 1.6",
+    ]
+
+
+def test_the_control_token_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "emulator.yaml"
+    path.write_text("seed: 1\n", encoding="utf-8")
+    assert load_config(path, environ={}).control_token is None
+    from_env = load_config(path, environ={CONTROL_TOKEN_ENV: " env-token "}).control_token
+    assert from_env is not None
+    assert from_env.get_secret_value() == "env-token"
+    path.write_text("control_token: file-token\n", encoding="utf-8")
+    from_file = load_config(path, environ={CONTROL_TOKEN_ENV: "env-token"}).control_token
+    assert from_file is not None
+    assert from_file.get_secret_value() == "file-token"
+    assert "file-token" not in repr(load_config(path, environ={}))
+
+
+def test_dataflows_and_tokens_must_not_be_empty(tmp_path: Path) -> None:
+    text = """
+control_token: "  "
+connections:
+  a: {dataflows: {}}
+  b: {dataflows: {"": {dataset: d}}}
+  c: {dataflows: {f1: {dataset: ""}, f2: {}}}
+"""
+    assert problems_of(text, tmp_path) == [
+        "connections.a: dataflows: name at least one flow id (or leave the key out)",
+        "connections.b: dataflows: a flow id must not be empty",
+        "connections.c.dataflows.f1.dataset: String should have at least 1 character",
+        "control_token: must not be empty",
     ]
 
 

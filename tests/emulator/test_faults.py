@@ -36,6 +36,26 @@ def test_a_sequence_is_consumed_one_step_per_request_then_normal() -> None:
     assert injector.remaining_sequence == []
 
 
+def test_accept_then_drop_is_a_sequence_step_and_a_probability() -> None:
+    injector = FaultInjector(0, FaultPlan(sequence=["accept_drop", "ok"], latency_ms=5))
+    assert injector.next_action() == FaultAction("accept_drop", 5)
+    assert injector.next_action() == FaultAction("ok", 5)
+    counts = Counter(kinds(FaultInjector(0, FaultPlan(p_accept_drop=0.25, seed=3)), 20_000))
+    assert abs(counts["accept_drop"] / 20_000 - 0.25) < 0.02, counts
+    assert set(counts) == {"accept_drop", "ok"}
+
+
+def test_adding_accept_drop_keeps_the_other_kinds_draws() -> None:
+    """A plan's existing faults fall on the same requests whether or not accept_drop is added."""
+    base = {"p503": 0.3, "p500": 0.1, "p_drop": 0.1, "p429": 0.1, "seed": 7}
+    before = kinds(FaultInjector(0, FaultPlan.model_validate(base)), 500)
+    after = kinds(FaultInjector(0, FaultPlan.model_validate({**base, "p_accept_drop": 0.2})), 500)
+    assert [a for a, b in zip(after, before, strict=True) if b != "ok"] == [
+        b for b in before if b != "ok"
+    ]
+    assert "accept_drop" in after
+
+
 def test_latency_and_retry_after_settings_shape_the_actions() -> None:
     plan = FaultPlan(latency_ms=25, retry_after_s=4, retry_after_429_s=2, sequence=["503", "429"])
     injector = FaultInjector(0, plan)
@@ -86,7 +106,10 @@ def test_the_token_endpoint_is_spared_unless_the_plan_says_so() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"p503": 0.6, "p500": 0.5}, "p500 + p503 + p429 + p_drop must be at most 1, got 1.1"),
+        (
+            {"p503": 0.6, "p500": 0.5},
+            "p500 + p503 + p429 + p_drop + p_accept_drop must be at most 1, got 1.1",
+        ),
         ({"p429": 1.5}, "less than or equal to 1"),
         ({"sequence": ["ok", "504"]}, "sequence[1]: unknown step '504'"),
         ({"sequence": ["delay:soon"]}, "unknown step 'delay:soon'"),

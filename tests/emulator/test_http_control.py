@@ -79,6 +79,31 @@ def test_stats_count_requests_messages_and_bytes(
     assert stats["accepted_by_connection"] == {"open": 1, "datasets": 1}
     assert stats["accepted_by_dataset"] == {SEED_DATASET: 1, OTHER_DATASET: 1}
     assert stats["messages_stored"] == 2
+    assert stats["bytes_stored"] == size_1 + size_2
+
+
+def test_the_store_is_bounded_by_bytes_as_well_as_messages(
+    http: httpx.Client, tmp_path: Path
+) -> None:
+    padding = "p" * 2_000
+    bodies = [orjson.dumps({"messages": [event(f"m{i}", padding=padding)]}) for i in range(4)]
+    size = len(bodies[0])
+    config = {"max_stored_bytes": 2 * size + 100, "max_stored_messages": 1_000}
+    with start_emulator(config, tmp_path) as emulator:
+        for body in bodies:
+            response = http.post(emulator.batch_url("c"), content=body, headers=HEADERS)
+            assert response.status_code == 207
+        stats = emulator.stats()
+        assert (stats["messages_accepted"], stats["messages_stored"]) == (4, 2)
+        assert (stats["bytes_stored"], stats["messages_evicted"]) == (2 * size, 2)
+        kept = [m["message"]["body"]["xdmEntity"]["_id"] for m in emulator.messages()]
+        assert kept == ["m2", "m3"]
+
+        big = orjson.dumps({"messages": [event("big", padding="b" * 3 * size)]})
+        assert http.post(emulator.batch_url("c"), content=big, headers=HEADERS).status_code == 207
+        stats = emulator.stats()
+        assert (stats["messages_stored"], stats["bytes_stored"]) == (0, 0)  # too big to keep
+        assert stats["messages_accepted"] == 5
 
 
 def test_reset_forgets_messages_and_counters(http: httpx.Client, emulator: RunningEmulator) -> None:

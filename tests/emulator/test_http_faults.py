@@ -61,6 +61,78 @@ def test_a_dropped_connection_gets_no_answer(http: httpx.Client, emulator: Runni
     assert [m["message"]["body"]["xdmEntity"]["_id"] for m in emulator.messages()] == ["after"]
 
 
+def test_accept_then_drop_stores_the_batch_but_sends_no_answer(
+    http: httpx.Client, emulator: RunningEmulator
+) -> None:
+    emulator.set_faults({"sequence": ["accept_drop"]})
+    body = orjson.dumps({"messages": [event("first"), {"bad": 1}, event("second")]})
+    with pytest.raises(NO_ANSWER):
+        http.post(emulator.batch_url("open"), content=body, headers=HEADERS)
+    stats = emulator.stats()
+    assert (stats["messages_accepted"], stats["messages_rejected"]) == (2, 1)
+    assert stats["faults_injected"] == {"accept_drop": 1}
+    assert (stats["requests_dropped"], stats["requests_total"]) == (1, 1)
+    stored = emulator.messages()
+    assert [m["message"]["body"]["xdmEntity"]["_id"] for m in stored] == ["first", "second"]
+
+    # The client cannot know, so it sends the batch again: the duplicates are stored too.
+    again = http.post(emulator.batch_url("open"), content=body, headers=HEADERS)
+    assert again.status_code == 207
+    ids = [m["message"]["body"]["xdmEntity"]["_id"] for m in emulator.messages()]
+    assert ids == ["first", "second", "first", "second"]
+    assert len({m["xactionId"] for m in emulator.messages()}) == 4
+
+
+def test_accept_then_drop_on_the_single_endpoint(
+    http: httpx.Client, emulator: RunningEmulator
+) -> None:
+    emulator.set_faults({"sequence": ["ok", "accept_drop", "ok"]})
+    url = emulator.collection_url("open")
+    outcomes = []
+    for event_id in ("a", "b", "c"):
+        try:
+            response = http.post(url, content=orjson.dumps(event(event_id)), headers=HEADERS)
+            outcomes.append(str(response.status_code))
+        except NO_ANSWER:
+            outcomes.append("dropped")
+    assert outcomes == ["200", "dropped", "200"]
+    assert [m["message"]["body"]["xdmEntity"]["_id"] for m in emulator.messages()] == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+def test_accept_then_drop_by_probability_follows_the_seed(
+    http: httpx.Client, emulator: RunningEmulator
+) -> None:
+    spec = {"p_accept_drop": 0.4, "p503": 0.2, "seed": 5}
+    injector = FaultInjector(0, FaultPlan.model_validate(spec))
+    expected = [injector.next_action().kind for _ in range(20)]
+    assert {"accept_drop", "503", "ok"} == set(expected)
+
+    emulator.set_faults(spec)
+    seen = [outcome(http, emulator) for _ in range(20)]
+    assert seen == ["drop" if kind == "accept_drop" else kind for kind in expected]
+    stats = emulator.stats()
+    # Every request that was not a 503 stored its message, answered or not.
+    assert stats["messages_accepted"] == 20 - expected.count("503")
+    assert stats["requests_dropped"] == expected.count("accept_drop")
+
+
+def test_accept_then_drop_of_a_token_answer(http: httpx.Client, emulator: RunningEmulator) -> None:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+    emulator.set_faults({"sequence": ["accept_drop"], "include_token_endpoint": True})
+    with pytest.raises(NO_ANSWER):
+        http.post(emulator.token_url, data=form)
+    assert http.post(emulator.token_url, data=form).status_code == 200
+    assert emulator.stats()["tokens_issued"] == 2
+
+
 def test_latency_is_added_before_the_answer(http: httpx.Client, emulator: RunningEmulator) -> None:
     emulator.set_faults({"latency_ms": 150, "sequence": ["delay:150"]})
     started = time.monotonic()
@@ -119,7 +191,7 @@ def test_faults_can_be_read_replaced_and_cleared(
     [
         (
             b'{"p503": 0.7, "p500": 0.7}',
-            "(top level): p500 + p503 + p429 + p_drop must be at most 1",
+            "(top level): p500 + p503 + p429 + p_drop + p_accept_drop must be at most 1",
         ),
         (b'{"sequence": ["boom"]}', "sequence[0]: unknown step 'boom'"),
         (b'{"p503": ', "body: not valid JSON"),

@@ -42,10 +42,12 @@ class FakeMessage:
         headers: list[tuple[str, bytes]] | None = None,
         timestamp_ms: int = 1_700_000_000_000,
         error: KafkaError | None = None,
+        control: bool = False,
     ) -> None:
         self._topic, self._partition, self._offset = topic, partition, offset
         self._key, self._value, self._headers = key, value, headers
         self._timestamp_ms, self._error = timestamp_ms, error
+        self.control = control
 
     def error(self) -> KafkaError | None:
         return self._error
@@ -99,6 +101,12 @@ class FakeBroker:
         with self.activity:
             self.activity.notify_all()
 
+    def commit_marker(self, topic: str, partition: int = 0) -> None:
+        """A transaction's commit marker: it takes an offset, and consumers never see it (their
+        position moves past it)."""
+        log = self.logs[topic][partition]
+        log.append(FakeMessage(topic, partition, len(log), None, None, control=True))
+
     def truncate(self, topic: str, partition: int, offset: int) -> None:
         """The log loses everything from `offset` (an unclean leader election); new records
         take those offsets again."""
@@ -120,7 +128,10 @@ class FakeBroker:
         self._rebalance(member.group)
 
     def _leave(self, member: FakeConsumer) -> None:
-        self.members[member.group].remove(member)
+        members = self.members.get(member.group, [])
+        if member not in members:  # closed without ever subscribing, as librdkafka allows
+            return
+        members.remove(member)
         self._rebalance(member.group)
 
     def _rebalance(self, group: str) -> None:
@@ -162,6 +173,8 @@ class FakeConsumer:
         self.on_commit: Callable[[KafkaError | None, list[TopicPartition]], None] | None = (
             config.get("on_commit")
         )
+        self.error_cb: Callable[[KafkaError], None] | None = config.get("error_cb")
+        self.client_errors: list[KafkaError] = []
         self.topics: list[str] = []
         self.callbacks: dict[str, Callable[[Any, list[TopicPartition]], None]] = {}
         self.events: list[tuple[str, set[Key]]] = []
@@ -288,6 +301,10 @@ class FakeConsumer:
         """An offset reset (after a truncation): fetching goes on from `offset`."""
         self.fetch[(topic, partition)] = offset
 
+    def client_error(self, error: KafkaError) -> None:
+        """The client reports an error event (a failed login): error_cb inside consume()."""
+        self.client_errors.append(error)
+
     def fail_next(self, code: int, reason: str = "injected", fatal: bool = False) -> None:
         """The next consume() delivers an error event."""
         error = KafkaError(code, reason, fatal=fatal)
@@ -299,6 +316,10 @@ class FakeConsumer:
     # ------------------------------------------------------------------ internals
 
     def _serve_events(self) -> None:
+        while self.client_errors:
+            error = self.client_errors.pop(0)
+            if self.error_cb is not None:
+                self.error_cb(error)
         while self.events:
             kind, keys = self.events.pop(0)
             if kind == "commit":
@@ -346,7 +367,7 @@ class FakeConsumer:
             start = self.fetch[key]
             chunk = log[start : start + max(0, limit - len(messages))]
             if chunk:
-                messages += chunk
+                messages += [m for m in chunk if not m.control]
                 self.fetch[key] = start + len(chunk)
                 self.consumed[key] = self.fetch[key]
         return messages

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -50,9 +52,17 @@ def docker_available() -> bool:
 @contextmanager
 def local_service(name: str, state_dir: Path) -> Iterator[str]:
     """Start one service with scripts/local-kafka in `state_dir`; stop it on exit."""
-    address = start_local_service(name, state_dir)
+    with local_service_addresses(name, state_dir) as addresses:
+        yield next(iter(addresses.values()))
+
+
+@contextmanager
+def local_service_addresses(name: str, state_dir: Path, *options: str) -> Iterator[dict[str, str]]:
+    """Start one service with scripts/local-kafka (and `options`); yield every address it
+    printed; stop it on exit."""
+    addresses = _start_local_service(name, state_dir, *options)
     try:
-        yield address
+        yield addresses
     finally:
         stop_local_service(name, state_dir)
 
@@ -60,8 +70,17 @@ def local_service(name: str, state_dir: Path) -> Iterator[str]:
 def start_local_service(name: str, state_dir: Path) -> str:
     """Start (or start again: a broker keeps its ports and data) one service in `state_dir`
     with scripts/local-kafka; returns its address once it answers."""
+    return next(iter(_start_local_service(name, state_dir).values()))
+
+
+def stop_local_service(name: str, state_dir: Path) -> None:
+    """Stop a service started by start_local_service (SIGTERM: a clean shutdown)."""
+    subprocess.run(_local_kafka(name, state_dir, "stop"), capture_output=True, check=False)
+
+
+def _start_local_service(name: str, state_dir: Path, *options: str) -> dict[str, str]:
     result = subprocess.run(
-        [*_local_kafka(name, state_dir, "start"), "--json"],
+        [*_local_kafka(name, state_dir, "start"), *options, "--json"],
         capture_output=True,
         text=True,
         check=False,
@@ -70,12 +89,7 @@ def start_local_service(name: str, state_dir: Path) -> str:
         raise ServiceUnavailable(f"{INSTALL_HINT}\nscripts/local-kafka said:\n{result.stderr}")
     sys.stderr.write(result.stderr)
     addresses: dict[str, str] = json.loads(result.stdout)
-    return next(iter(addresses.values()))
-
-
-def stop_local_service(name: str, state_dir: Path) -> None:
-    """Stop a service started by start_local_service (SIGTERM: a clean shutdown)."""
-    subprocess.run(_local_kafka(name, state_dir, "stop"), capture_output=True, check=False)
+    return addresses
 
 
 def _local_kafka(name: str, state_dir: Path, action: str) -> list[str]:
@@ -120,9 +134,69 @@ def registry_service(state_dir: Path) -> Iterator[str]:
         yield url
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
+@dataclass(frozen=True)
+class SaslSslBroker:
+    """A broker with a SASL_SSL listener (SCRAM-SHA-512) beside a PLAINTEXT one, and a user.
+
+    Tests set up topics and check offsets over `bootstrap` (PLAINTEXT); the worker under test
+    connects to `sasl_bootstrap` only, verifying the broker against `ca_location`.
+    """
+
+    bootstrap: str
+    sasl_bootstrap: str
+    ca_location: str
+    username: str
+    password: str
+
+    def client_properties(self) -> dict[str, str]:
+        """librdkafka properties for the SASL_SSL listener, all but the password."""
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": self.username,
+            "ssl.ca.location": self.ca_location,
+        }
+
+
+@contextmanager
+def sasl_ssl_kafka_service(state_dir: Path) -> Iterator[SaslSslBroker]:
+    """A broker with a SASL_SSL listener for the whole test session: the one described by
+    KAFKA_SASL_SSL_BOOTSTRAP_SERVERS, KAFKA_BOOTSTRAP_SERVERS, KAFKA_SSL_CA_LOCATION,
+    KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD when set, else its own from
+    `scripts/local-kafka --sasl-ssl` (a user with a password made up here)."""
+    given = os.environ.get("KAFKA_SASL_SSL_BOOTSTRAP_SERVERS")
+    if given:
+        yield SaslSslBroker(
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+            given,
+            os.environ["KAFKA_SSL_CA_LOCATION"],
+            os.environ["KAFKA_SASL_USERNAME"],
+            os.environ["KAFKA_SASL_PASSWORD"],
+        )
+        return
+    username, password = "aep-connector-test", secrets.token_hex(12)
+    options = ["--sasl-ssl", "--scram-user", f"{username}:{password}"]
+    with local_service_addresses("kafka", state_dir, *options) as addresses:
+        broker = SaslSslBroker(
+            addresses["KAFKA_BOOTSTRAP_SERVERS"],
+            addresses["KAFKA_SASL_SSL_BOOTSTRAP_SERVERS"],
+            addresses["KAFKA_SSL_CA_LOCATION"],
+            username,
+            password,
+        )
+        wait_for_broker(broker.bootstrap)
+        wait_for_broker(
+            broker.sasl_bootstrap,
+            config={**broker.client_properties(), "sasl.password": password},
+        )
+        yield broker
+
+
+def wait_for_broker(
+    bootstrap: str, timeout_s: float = 60.0, config: dict[str, str] | None = None
+) -> None:
     """Wait until the broker serves metadata (its port may answer a little earlier)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

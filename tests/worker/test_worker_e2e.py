@@ -335,6 +335,56 @@ def test_poison_records_are_dead_lettered_with_stage_reason_and_bytes(
     assert accepted_ids == {f"id-{n}" for n in range(200)} | {"id-5"}
 
 
+def test_hostile_regex_input_never_blocks_the_stream(
+    scenario: Scenario, emulator: RunningEmulator
+) -> None:
+    """Issue 11: a record built to make a regex backtrack. On a pattern RE2 runs (linear time)
+    a 60,000-character string maps in milliseconds; on a pattern only the backtracking engine
+    can run, the evaluation budget turns the record into a dead letter (map/too_slow); the
+    records around it flow on."""
+    hostile_re2 = {"id": "re2", "name": "r", "n": 1, "s": "a," * 30_000, "t": "b"}
+    hostile_fallback = {"id": "fallback", "name": "f", "n": 2, "s": "a,b,c", "t": "a" * 40}
+    records = [
+        order(0),
+        (b"re2", orjson.dumps(hostile_re2)),
+        (b"fallback", orjson.dumps(hostile_fallback)),
+        order(3),
+    ]
+    produce(scenario.bootstrap, scenario.topic, records, partition=0)
+    for partition in (1, 2, 3):  # every partition has a record, so the drain check can end
+        produce(scenario.bootstrap, scenario.topic, [order(10 + partition)], partition=partition)
+    mapping = orders_mapping(scenario.topic)
+    mapping["mappings"] = [
+        *mapping["mappings"],
+        {
+            "sourceType": "EXPRESSION",
+            "source": 'extract_regex(s, "([^,]+),[^,]*,([^,]+)")',
+            "destination": "_acme.parts",
+        },
+        # A lookahead: not RE2, so the guarded backtracking engine runs it.
+        {
+            "sourceType": "EXPRESSION",
+            "source": 'matches_regex(t, "^(?:a|a)*(?=b)")',
+            "destination": "_acme.flag",
+        },
+    ]
+    write_mapping(scenario.mappings_dir, "orders", mapping)
+    started = time.monotonic()
+    with scenario.worker(scenario.env(emulator)) as worker:
+        scenario.wait_drained(worker)
+        assert worker.alive()
+    (letter,) = scenario.dead_letters(1)
+    headers = header_map(letter)
+    assert letter.key() == b"fallback"
+    assert (headers["aep.dlq.stage"], headers["aep.dlq.error.class"]) == (b"map", b"too_slow")
+    accepted = {m["message"]["body"]["xdmEntity"]["_id"] for m in emulator.messages()}
+    assert accepted == {"id-0", "re2", "id-3", "id-11", "id-12", "id-13"}
+    measurement(
+        "hostile regex records (60k chars on RE2; a backtracking pattern)",
+        f"drained in {time.monotonic() - started:.1f} s incl. start; 1 dead letter (too_slow)",
+    )
+
+
 # ---------------------------------------------------------------------------- 4. partial 207
 
 

@@ -129,23 +129,46 @@ An optional value as a string: "" for null or "", else as envValue prints it (so
 {{- end }}
 
 {{/*
-The settings of .Values.config as env entries AEP_CONNECTOR_<SECTION>__<KEY>. platform.auth is
-the one nested section; null values are left out so the worker's default applies.
+The settings of .Values.config as env entries AEP_CONNECTOR_<SECTION>__<KEY>. platform.auth and
+platform.transport are the nested sections; null values are left out so the worker's default
+applies.
 */}}
 {{- define "aep-connector.configEnv" -}}
 {{- range $section, $keys := .Values.config }}
 {{- range $key, $value := $keys }}
-{{- if and (eq $section "platform") (eq $key "auth") }}
-{{- range $authKey, $authValue := $value }}
-{{- if not (kindIs "invalid" $authValue) }}
-- name: {{ printf "AEP_CONNECTOR_PLATFORM__AUTH__%s" ($authKey | upper) }}
-  value: {{ include "aep-connector.envValue" $authValue | quote }}
+{{- if and (eq $section "platform") (has $key (list "auth" "transport")) }}
+{{- range $nestedKey, $nestedValue := $value }}
+{{- if not (kindIs "invalid" $nestedValue) }}
+- name: {{ printf "AEP_CONNECTOR_PLATFORM__%s__%s" ($key | upper) ($nestedKey | upper) }}
+  value: {{ include "aep-connector.envValue" $nestedValue | quote }}
 {{- end }}
 {{- end }}
 {{- else if not (kindIs "invalid" $value) }}
 - name: {{ printf "AEP_CONNECTOR_%s__%s" ($section | upper) ($key | upper) }}
   value: {{ include "aep-connector.envValue" $value | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The OpenTelemetry SDK's variables (values `tracing`) as env entries, when config.tracing.enabled.
+*/}}
+{{- define "aep-connector.tracingEnv" -}}
+{{- $enabled := (.Values.config.tracing | default dict).enabled }}
+{{- if $enabled }}
+{{- $tracing := .Values.tracing | default dict }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $tracing.serviceName | default (include "aep-connector.fullname" .) | quote }}
+{{- range $name, $value := dict "OTEL_EXPORTER_OTLP_ENDPOINT" $tracing.otlpEndpoint "OTEL_TRACES_SAMPLER" $tracing.sampler "OTEL_TRACES_SAMPLER_ARG" $tracing.samplerArg }}
+{{- if $value }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := $tracing.env }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -204,5 +227,8 @@ Checks of relations between values that values.schema.json cannot express.
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs service.enabled: the ServiceMonitor scrapes the Service" }}
+{{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.prometheusRule.selector) (not .Values.serviceMonitor.enabled) }}
+{{- fail "prometheusRule.enabled needs serviceMonitor.enabled, or prometheusRule.selector set to the labels your Prometheus gives this release's series: without either the alerts would select nothing" }}
 {{- end }}
 {{- end }}

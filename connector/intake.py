@@ -1,0 +1,154 @@
+"""Consumed messages become tracked work: each record is processed (process.py) and its parts
+handed to the dispatcher (messages) or the dead-letter writer (dead letters), after the
+tracker has been told how many parts will finish it.
+
+Two things decide whether a record is taken at all:
+- a record at or below the last offset taken from its partition, right after a resume, was
+  fetched again by the client: it is on its way already and is skipped;
+- anywhere else the partition's log went backwards (a truncation, an offset reset): the
+  partition starts over from its lowest unfinished offset, so nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import Message, TopicPartition
+
+from connector.deadletter import DeadLetterWriter
+from connector.delivery.backoff import BackoffPolicy
+from connector.delivery.batcher import OutboundMessage
+from connector.delivery.dispatcher import Dispatcher
+from connector.errors import HaltError, RetryableError
+from connector.logs import get_logger
+from connector.metrics import Metrics
+from connector.offsets import OffsetTracker, PartitionKey, PartitionState
+from connector.process import Processed, Route, Routes, process
+from connector.records import SourceRecord
+from connector.source.kafka import Consumer, source_record
+
+log = get_logger("intake")
+
+DECODE_RETRY_LIMIT_S = 60.0  # a schema registry down longer than this halts the worker
+
+#: A dead letter on its way: the partition state and offset it finishes once confirmed.
+LetterToken = tuple[PartitionState, int]
+
+
+class Intake:
+    def __init__(
+        self,
+        routes: Routes,
+        tracker: OffsetTracker,
+        dispatcher: Dispatcher,
+        dead_letters: DeadLetterWriter[LetterToken],
+        consumer: Consumer,
+        metrics: Metrics,
+        backoff: BackoffPolicy,
+        stop: threading.Event,
+        clock: Callable[[], float],
+    ) -> None:
+        self._routes = routes
+        self._tracker = tracker
+        self._dispatcher = dispatcher
+        self._dead_letters = dead_letters
+        self._consumer = consumer
+        self._metrics = metrics
+        self._backoff = backoff
+        self._stop = stop
+        self._clock = clock
+        self._rng = random.Random()
+        self._skipped = {
+            reason: metrics.records_skipped.labels(reason)
+            for reason in ("filter", "tombstone", "refetched")
+        }
+        self._reseeked: set[PartitionKey] = set()  # the rest of this batch is stale
+
+    def take(self, messages: list[Message], now_ms: int) -> None:
+        for message in messages:
+            record = source_record(message)
+            if record is None:
+                continue
+            key = (record.topic, record.partition)
+            if key in self._reseeked:
+                continue  # fetched before a seek: the seek delivers it again
+            state = self._tracker.state(key)
+            if state is None:  # a record of a partition no longer assigned: its owner reads it
+                continue
+            if record.offset <= state.last_added:
+                if state.may_refetch:
+                    self._skipped["refetched"].inc()
+                    continue
+                state = self._start_over(record, state)
+                if state is None:
+                    continue
+            route = self._routes.get(record.topic)
+            route.consumed.inc()
+            self._track(record, state, self._process(record, route, now_ms))
+        self._reseeked.clear()
+
+    def _start_over(self, record: SourceRecord, state: PartitionState) -> PartitionState | None:
+        """The partition's offsets went backwards: drop its work in progress and track it afresh
+        from the lowest offset not yet finished (None: fetched again from there by a seek).
+        Finished offsets below that stay finished: the next commit starts from them."""
+        key = state.key
+        start = min(record.offset, state.first_unfinished())
+        log.warning(
+            "partition offsets went backwards; processing it again from the lowest unfinished",
+            extra={
+                "fields": {
+                    "partition": f"{key[0]}/{key[1]}",
+                    "offset": record.offset,
+                    "last": state.last_added,
+                    "from": start,
+                }
+            },
+        )
+        self._metrics.offset_rewinds.inc()
+        self._dispatcher.drop([key])
+        self._dispatcher.cancel([key])
+        fresh = self._tracker.assign(key)
+        if start == record.offset:
+            return fresh
+        self._consumer.seek(TopicPartition(key[0], key[1], start))
+        self._reseeked.add(key)
+        return None
+
+    def _process(self, record: SourceRecord, route: Route, now_ms: int) -> Processed:
+        """process(), riding out a schema registry outage (it is not the record's fault)."""
+        give_up_at = self._clock() + DECODE_RETRY_LIMIT_S
+        attempt = 0
+        while True:
+            try:
+                return process(record, route, now_ms)
+            except RetryableError as exc:
+                attempt += 1
+                if self._clock() >= give_up_at:
+                    raise HaltError(f"decoding kept failing: {exc}") from None
+                delay = self._backoff.delay(attempt, None, self._rng)
+                log.warning(
+                    "decode retry",
+                    extra={"fields": {"error": str(exc), "delay_s": round(delay, 3)}},
+                )
+                if self._stop.wait(delay):
+                    raise HaltError(f"stopped while decoding kept failing: {exc}") from None
+
+    def _track(self, record: SourceRecord, state: PartitionState, processed: Processed) -> None:
+        """Tell the tracker how many parts finish the record, then hand the parts on."""
+        state.may_refetch = False
+        if processed.filtered:
+            self._skipped["filter"].inc(processed.filtered)
+        elif processed.tombstone:
+            self._skipped["tombstone"].inc()
+        state.add(record.offset, len(processed.messages) + len(processed.dead_letters))
+        for letter in processed.dead_letters:
+            self._dead_letters.send(record, letter, (state, record.offset), self._stop)
+        for body, target in processed.messages:
+            mapping = target.mapping
+            self._dispatcher.add(
+                OutboundMessage(
+                    body, record, state, mapping.name, target.connection_id, mapping.raw_flow_id
+                )
+            )
