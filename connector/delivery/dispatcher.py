@@ -199,7 +199,7 @@ class Dispatcher:
         for number, request in list(self._requests.items()):
             if keys is not None and not self._touches(request.batch, keys):
                 continue
-            request.ticket.cancel.set()
+            request.ticket.cancel()
             self._release(number)
             if keys is not None:
                 for message in request.batch.messages:
@@ -210,7 +210,7 @@ class Dispatcher:
         """No attempt of any request, running or to come, lasts past `deadline` (shutdown)."""
         self._deadline = deadline
         for request in self._requests.values():
-            request.ticket.deadline = deadline
+            request.ticket.set_deadline(deadline)
 
     @staticmethod
     def _touches(batch: Batch, keys: Collection[PartitionKey]) -> bool:

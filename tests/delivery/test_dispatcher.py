@@ -40,7 +40,7 @@ class ScriptedSender:
         if self.fail is not None:
             raise self.fail
         while not self.release.wait(0.005):
-            if ticket.cancel.is_set():
+            if ticket.cancelled.is_set():
                 return DeliveryResult(batch, unfinished=list(batch.messages))
         return DeliveryResult(batch, accepted=list(batch.messages))
 
@@ -143,7 +143,7 @@ def test_cancel_frees_lanes_and_slots_at_once_and_drops_the_late_result() -> Non
     dispatcher.dispatch()
     assert len(sender.started) == 1  # the only slot is taken
     dispatcher.cancel([("t", 0)])
-    assert ticket.cancel.is_set()
+    assert ticket.cancelled.is_set()
     assert dispatcher.in_flight == 0
     settle(dispatcher, sender, 2)  # the slot went to partition 1 at once
     sender.release.set()
