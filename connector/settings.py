@@ -858,7 +858,7 @@ def masked(settings: Settings) -> dict[str, Any]:
 def iter_fields(
     model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], str, str, str]]:
-    """Every leaf setting as (path, type, default, description); feeds the README reference."""
+    """Every leaf setting as (path, type, default, description); feeds docs/configuration.md."""
     for name, field in model.model_fields.items():
         path = (*prefix, name)
         annotation = field.annotation
@@ -890,7 +890,7 @@ def _type_name(annotation: Any) -> str:
 
 
 def reference_markdown() -> str:
-    """The configuration reference table of the README (a test keeps the two in sync)."""
+    """The configuration reference table of docs/configuration.md (a test keeps the two in sync)."""
     lines = [
         "| environment variable | config key | type | default | meaning |",
         "|---|---|---|---|---|",
