@@ -612,8 +612,9 @@ class MappingSettings(_Section):
     evaluation_budget_ms: float = Field(
         default=500.0,
         gt=0,
-        description="Time one record's mapping may take; past it the record is dead-lettered "
-        "(map/too_slow).",
+        description="Time one record's mapping may take; past it the record is mapped again "
+        "measuring the thread's CPU time, and dead-lettered (map/too_slow) when it spends half "
+        "of this computing (not when it merely waited for a CPU).",
     )
     max_string_length: int = Field(
         default=1_048_576, ge=1, description="Longest string a mapping function or + may build."
