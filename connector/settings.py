@@ -612,8 +612,9 @@ class MappingSettings(_Section):
     evaluation_budget_ms: float = Field(
         default=500.0,
         gt=0,
-        description="Time one record's mapping may take; past it the record is dead-lettered "
-        "(map/too_slow).",
+        description="Time one record's mapping may take; past it the record is mapped again "
+        "measuring the thread's CPU time, and dead-lettered (map/too_slow) when it spends half "
+        "of this computing (not when it merely waited for a CPU).",
     )
     max_string_length: int = Field(
         default=1_048_576, ge=1, description="Longest string a mapping function or + may build."
@@ -858,7 +859,7 @@ def masked(settings: Settings) -> dict[str, Any]:
 def iter_fields(
     model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], str, str, str]]:
-    """Every leaf setting as (path, type, default, description); feeds the README reference."""
+    """Every leaf setting as (path, type, default, description); feeds docs/configuration.md."""
     for name, field in model.model_fields.items():
         path = (*prefix, name)
         annotation = field.annotation
@@ -890,7 +891,7 @@ def _type_name(annotation: Any) -> str:
 
 
 def reference_markdown() -> str:
-    """The configuration reference table of the README (a test keeps the two in sync)."""
+    """The configuration reference table of docs/configuration.md (a test keeps the two in sync)."""
     lines = [
         "| environment variable | config key | type | default | meaning |",
         "|---|---|---|---|---|",
