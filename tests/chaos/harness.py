@@ -435,6 +435,8 @@ class ChaosRun:
             **env,
             **self._worker_settings,
             "AEP_CONNECTOR_OPS__PORT": str(free_port()),
+            # Log lines reach the file at once: a worker killed with SIGKILL keeps its last ones.
+            "PYTHONUNBUFFERED": "1",
             **extra,
         }
 

@@ -102,10 +102,17 @@ def test_request_slower_than_the_shutdown_bound(kafka_bootstrap: str, tmp_path: 
         "request slower than the shutdown bound",
         worker_settings=settings,
     ) as run:
-        run.produce(run.scale.records)
+        first = run.scale.records // 10
+        run.produce(first)
         workers = run.start_workers(2)
-        run.wait_for(lambda: len(run.ledger.accepted) > 0, 60, "first acceptances")
+        run.wait_for(
+            lambda: run.have_partitions(workers) and len(run.ledger.accepted) > 0,
+            60,
+            "both workers in the group and first acceptances",
+        )
         run.api.set_faults({"stall": True})  # every request from now on is held
+        # Produced after the stall began: the workers cannot have sent them all already.
+        run.produce(run.scale.records - first)
         run.wait_for(
             lambda: all(
                 (run.metric(w, "aep_connector_in_flight_requests") or 0) > 0 for w in workers
