@@ -13,6 +13,8 @@ so one inlet that is down (its requests retrying) cannot starve the others.
 Each request runs in a thread of its own and only hands its result back; the loop applies it.
 Cancelling a request (revoke, partition loss, shutdown) frees its lane and slot at once; the
 thread notices before its next attempt or during its backoff and its late result is ignored.
+A request that hands back unfinished messages (the shutdown deadline or a halt stopped it)
+ends its partitions' sending: their later batches are dropped, never sent past it.
 A request thread is a daemon: one still inside a POST when the process must exit is abandoned,
 never waited for.
 """
@@ -174,6 +176,12 @@ class Dispatcher:
             self._release(number)
             if isinstance(result, BaseException):
                 raise RequestCrashed(f"request thread failed: {type(result).__name__}") from result
+            if result.unfinished:
+                # Interrupted by the deadline (shutdown) or a halt. A later batch of these
+                # partitions would reach the API ahead of the unfinished messages and could
+                # never be committed (the commit stops at them): the next owner would send it
+                # again. So nothing more of them is sent; the next owner sends it all, in order.
+                self.drop({m.state.key for m in result.unfinished})
             results.append(result)
         return results
 

@@ -11,8 +11,9 @@ the API has no batch of raw payloads.
 `deliver` never raises the connector's errors: what became of each message comes back in a
 DeliveryResult, including the halves a split already got accepted when a later half is
 interrupted or halts. The loop controls a request through its Ticket: cancelling it (revoke,
-loss, shutdown) is noticed before every attempt and during every backoff, and a deadline
-bounds each attempt's timeout (shutdown).
+loss, shutdown) is noticed before every attempt, again once a token has been had (a renewal
+may wait long), and during every backoff; a deadline bounds each attempt's timeout and ends a
+backoff that would outlast it, also one already sleeping when the deadline is set (shutdown).
 """
 
 from __future__ import annotations

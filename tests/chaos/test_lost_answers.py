@@ -6,23 +6,14 @@ and lose nothing."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import get_args
 
 import pytest
 
-from connector.emulator.faults import FaultKind
 from tests.chaos.harness import ChaosRun
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
-HAS_ACCEPT_DROP = "accept_drop" in get_args(FaultKind)
 
-
-@pytest.mark.xfail(
-    not HAS_ACCEPT_DROP,
-    reason="the emulator's accept_drop fault (branch `emulator`) is not merged yet",
-    strict=True,
-)
 def test_accepted_then_dropped_answers(kafka_bootstrap: str, tmp_path: Path) -> None:
     with ChaosRun(kafka_bootstrap, tmp_path, "accept, then drop the answer") as run:
         run.api.set_faults({"p_accept_drop": 0.2, "p503": 0.05, "retry_after_s": 1, "seed": 12})
