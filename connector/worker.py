@@ -133,6 +133,7 @@ class Worker:
             self.tracker,
             self.dispatcher,
             self.dead_letters,
+            self.breaker,
             self.consumer,
             metrics,
             backoff_policy(settings),
@@ -234,7 +235,7 @@ class Worker:
             if state.active:
                 if receipts is None:
                     state.finish(message.record.offset)
-                self.breaker.record(False)
+                self.breaker.answered(False)
                 accepted[message.mapping] = accepted.get(message.mapping, 0) + 1
         for mapping, count in accepted.items():
             self.metrics.records_accepted.labels(mapping).inc(count)
@@ -247,6 +248,7 @@ class Worker:
         for message, letter in result.rejected:
             state = message.state
             if state.active:
+                self.breaker.answered(True)
                 offset = message.record.offset
                 self.dead_letters.send(message.record, letter, (state, offset), self.stop_requested)
         if result.halt is not None:
@@ -256,7 +258,6 @@ class Worker:
         for state, offset in tokens:
             if state.active:
                 state.finish(offset)
-                self.breaker.record(True)
 
     def _finish(self, tokens: Iterable[LetterToken]) -> None:
         """Accepted records whose receipts are done (at once, unless receipts are required)."""

@@ -156,9 +156,18 @@ def test_the_topic_check_never_names_the_topic_to_the_brokers() -> None:
 def test_breaker_trips_on_consecutive_dead_letters() -> None:
     breaker = CircuitBreaker(max_ratio=1.0, window=100, max_consecutive=3)
     for dead in (True, True, False, True, True):
-        breaker.record(dead)
+        breaker.decided_locally(dead)
     breaker.raise_if_open()
-    breaker.record(True)
+    breaker.decided_locally(True)
+    with pytest.raises(HaltError, match="3 records in a row"):
+        breaker.raise_if_open()
+
+
+def test_breaker_trips_on_consecutive_api_rejections() -> None:
+    breaker = CircuitBreaker(max_ratio=1.0, window=100, max_consecutive=3)
+    for _ in range(3):
+        breaker.decided_locally(False)
+        breaker.answered(True)
     with pytest.raises(HaltError, match="3 records in a row"):
         breaker.raise_if_open()
 
@@ -166,18 +175,43 @@ def test_breaker_trips_on_consecutive_dead_letters() -> None:
 def test_breaker_trips_on_ratio_over_a_full_window() -> None:
     breaker = CircuitBreaker(max_ratio=0.5, window=10, max_consecutive=1000)
     for i in range(9):
-        breaker.record(i % 3 != 0)  # 6 of 9 dead, but the window is not full yet
+        breaker.decided_locally(i % 3 != 0)  # 6 of 9 dead, but the window is not full yet
     breaker.raise_if_open()
-    breaker.record(False)  # 6 of 10 > 50 %
-    with pytest.raises(HaltError, match="6 of the last 10"):
+    breaker.decided_locally(False)  # 6 of 10 > 50 %
+    with pytest.raises(HaltError, match=r"60% of recent records.*6 of the last 10"):
         breaker.raise_if_open()
 
 
 def test_breaker_window_slides() -> None:
     breaker = CircuitBreaker(max_ratio=0.5, window=4, max_consecutive=1000)
     for dead in (True, True, False, False, False, False, True, True):
-        breaker.record(dead)
+        breaker.decided_locally(dead)
     breaker.raise_if_open()  # the window holds F F T T: 50 %, not over
+
+
+def test_breaker_does_not_count_local_dead_letters_against_answers_still_to_come() -> None:
+    """A backlog: 10 % of records are dead-lettered as they are taken, and the API has not
+    answered any of the others yet. The share is 10 %, not 100 %."""
+    breaker = CircuitBreaker(max_ratio=0.5, window=100, max_consecutive=1000)
+    for n in range(1000):
+        breaker.decided_locally(n % 10 == 0)
+    breaker.raise_if_open()
+    for _ in range(900):
+        breaker.answered(False)
+    breaker.raise_if_open()
+
+
+def test_breaker_combines_local_and_api_dead_letters() -> None:
+    """30 % dead-lettered at decode and 30 % of the rest rejected by the API: 51 % of records."""
+    breaker = CircuitBreaker(max_ratio=0.5, window=10, max_consecutive=1000)
+    for n in range(10):
+        breaker.decided_locally(n < 3)
+    for n in range(9):
+        breaker.answered(n < 3)
+    breaker.raise_if_open()  # the API's window is not full yet: 30 % so far
+    breaker.answered(False)
+    with pytest.raises(HaltError, match="51% of recent records"):
+        breaker.raise_if_open()
 
 
 class RefusingProducer(FakeProducer):
