@@ -300,6 +300,7 @@ class ChaosRun:
         self._emulator_port: int | None = None
         self.emulator: RunningEmulator | None = None
         self.workers: list[RunningWorker] = []
+        self._let_go: set[int] = set()  # pids the scenario killed or stopped on purpose
         self._started = 0
         self._next_n = 0
         self.exit_times: list[float] = []
@@ -456,13 +457,23 @@ class ChaosRun:
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self.workers if w.process.returncode is None]
 
+    def exited_on_their_own(self) -> list[RunningWorker]:
+        """Workers that ended without the scenario stopping them: a halt or a crash."""
+        return [
+            w
+            for w in self.workers
+            if w.process.poll() is not None and w.process.pid not in self._let_go
+        ]
+
     def kill(self, worker: RunningWorker) -> None:
+        self._let_go.add(worker.process.pid)
         worker.signal(signal.SIGKILL)
         worker.process.wait(timeout=30)
 
     def terminate(self, worker: RunningWorker, timeout_s: float = 60.0) -> float:
         """SIGTERM; returns the seconds until the process exited (status 0 required)."""
         started = time.monotonic()
+        self._let_go.add(worker.process.pid)
         worker.signal(signal.SIGTERM)
         status = worker.wait_exit(timeout_s)
         took = time.monotonic() - started
@@ -476,6 +487,7 @@ class ChaosRun:
         chosen = [w for w in (workers if workers is not None else self.workers) if w.alive()]
         started = time.monotonic()
         for worker in chosen:
+            self._let_go.add(worker.process.pid)
             worker.signal(signal.SIGTERM)
         exits: list[float] = []
         pending = {id(w): w for w in chosen}
@@ -536,8 +548,13 @@ class ChaosRun:
             ahead = self.ledger.commit_ahead
             if ahead:  # found while running: no need to wait for the end to say so
                 raise AssertionError(f"commits ran ahead: {ahead[:5]}\n{self.logs()}")
-            if self.workers and not self.alive():
-                raise AssertionError(f"every worker exited while waiting for {what}\n{self.logs()}")
+            ended = self.exited_on_their_own()
+            if ended:
+                statuses = ", ".join(f"pid {w.process.pid}: {w.process.returncode}" for w in ended)
+                raise AssertionError(
+                    f"a worker exited on its own ({statuses}) while waiting for {what}\n"
+                    f"{self.logs()}"
+                )
             if self.watch.error is not None:
                 self.watch.stop()
             if time.monotonic() > deadline:
@@ -572,6 +589,7 @@ class ChaosRun:
     def finish(self, **figures: str) -> Summary:
         """SIGTERM every worker, take the last sample, print the figures, check the invariants:
         nothing lost, every outcome right, no commit ever ahead, committed == end offsets."""
+        ended = self.exited_on_their_own()  # before terminate_all, which only sees the living
         self.terminate_all()
         self.watch.stop()
         summary = self.ledger.summary()
@@ -579,6 +597,11 @@ class ChaosRun:
         committed = self.watch.last_committed
         self._report(summary, figures)
         context = f"\n{self.logs()}"
+        assert not ended, (
+            "workers exited on their own (halt or crash): "
+            + ", ".join(f"pid {w.process.pid} status {w.process.returncode}" for w in ended)
+            + context
+        )
         assert summary.lost == 0, f"{summary.lost} records lost{context}"
         assert not summary.commit_ahead, f"commits ran ahead: {summary.commit_ahead[:5]}{context}"
         assert not summary.wrong_outcome, f"wrong outcomes: {summary.wrong_outcome[:5]}"
