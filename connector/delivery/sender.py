@@ -4,7 +4,9 @@ Runs in a request thread, one batch per thread. Transient failures are retried h
 with backoff: the batch's lane stays busy meanwhile, so later batches of the same partition
 cannot overtake it. A 413 (or a 400 on several messages) splits the batch in halves, sent in
 order; a 207 entry that failed transiently is sent again alone with the others of its kind.
-Authentication failures renew the token once, then halt.
+Authentication failures renew the token once, then halt. Each attempt first waits for the
+connection's rate limit, if one is set (ratelimit.py), and reports its outcome and round trip
+when concurrency adapts (concurrency.py).
 
 `deliver` never raises the connector's errors: what became of each message comes back in a
 DeliveryResult, including the halves a split already got accepted when a later half is
@@ -26,7 +28,9 @@ import httpx
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
+from connector.delivery.concurrency import AttemptLog
 from connector.delivery.outcome import TRANSIENT, Outcome, classify
+from connector.delivery.ratelimit import RateLimits
 from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
     AuthenticationError,
@@ -99,6 +103,8 @@ class Sender:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        rate_limits: RateLimits | None = None,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self._http = http
         self._base_url = platform.base_url.rstrip("/")
@@ -117,6 +123,8 @@ class Sender:
         self._wall_clock = wall_clock
         self._clock = clock
         self._rng = rng or random.Random()
+        self._rate_limits = rate_limits  # waited for before each attempt
+        self._attempts = attempts  # each attempt's outcome, for adaptive concurrency
 
     def deliver(self, batch: Batch, ticket: Ticket | None = None) -> DeliveryResult:
         """Send `batch` until every message is accepted or rejected, or the ticket stops it."""
@@ -159,6 +167,9 @@ class Sender:
         renew = renewed = False
         headers: dict[str, str] = {}
         while True:
+            limits = self._rate_limits
+            if limits is not None and not limits.acquire(connection_id, len(pending), ticket):
+                raise Interrupted
             timeout = self._attempt_timeout(ticket)
             attempt += 1
             retry_after: float | None = None
@@ -167,7 +178,7 @@ class Sender:
                     self._tokens.renew_after_rejection(headers)
                     renew = False
                 headers = {**self._headers, **self._tokens.headers()}
-                outcomes = self._post(url, body, len(pending), headers, timeout)
+                outcomes = self._post(connection_id, url, body, len(pending), headers, timeout)
                 self._health.answered()
                 pending = self._apply(pending, outcomes, attempt, result)
                 if not pending:
@@ -269,6 +280,7 @@ class Sender:
 
     def _post(
         self,
+        connection_id: str,
         url: str,
         body: bytes,
         count: int,
@@ -276,6 +288,7 @@ class Sender:
         timeout: httpx.Timeout | None,
     ) -> list[Outcome]:
         started = time.monotonic()
+        attempt_started = self._clock()
         try:
             if timeout is None:
                 response = self._http.post(url, content=body, headers=headers)
@@ -283,9 +296,18 @@ class Sender:
                 response = self._http.post(url, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             self._metrics.requests.labels("error").inc()
+            if self._attempts is not None:
+                timed_out = isinstance(exc, httpx.TimeoutException)
+                self._attempts.record(
+                    connection_id, attempt_started, self._clock(), None, timed_out
+                )
             raise certificate_error(exc, "the API") or RetryableError(
                 f"request failed: {type(exc).__name__}: {exc}"
             ) from None
+        if self._attempts is not None:
+            self._attempts.record(
+                connection_id, attempt_started, self._clock(), response.status_code
+            )
         self._metrics.request_latency.observe(time.monotonic() - started)
         self._metrics.requests.labels(str(response.status_code)).inc()
         self._metrics.request_bytes.observe(len(body))
