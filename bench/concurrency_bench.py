@@ -8,10 +8,12 @@ with each fixed number of requests in flight per connection and with the adaptiv
 One broker, one topic and one emulator serve every run (see worker_bench.py for what a run
 is and measures). The emulator answers after `--latency-ms` (a healthy API some way off; 0 is
 loopback speed). Variants run interleaved, `fixed-1, …, adaptive, fixed-1, …`, so that load
-from elsewhere on the machine falls on all of them alike. Per variant: the median records/s;
-for the adaptive runs also the limit over the run, read from the worker's DEBUG log
-("concurrency limit" lines): time-weighted mean, and last. The verdict compares the adaptive
-median with the best fixed median.
+from elsewhere on the machine falls on all of them alike. Per variant: the median records/s
+over the whole run, and over the run after `--warmup-s` (from the worker's commit log lines:
+the rate once every variant has started up, which is what a long-running worker sees); for the
+adaptive runs also the limit over the run, read from the worker's DEBUG log ("concurrency
+limit" lines): time-weighted mean, last, and how long it took to reach the cap. The verdict
+compares the adaptive median with the best fixed median, both ways.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -36,11 +39,19 @@ import worker_bench as wb
 LIMIT_LOG = "concurrency limit"
 
 
-def limit_trajectory(log_path: Path) -> tuple[list[tuple[float, int]], float | None]:
-    """(time, limit) of each change the worker logged, and when it got its partitions (where
-    worker_bench's measured run begins)."""
-    points = []
-    assigned = None
+@dataclass
+class RunLog:
+    """What a run's worker log says: when it got its partitions (where worker_bench's measured
+    run begins), each change of the adaptive limit, and the records committed over time."""
+
+    assigned: float | None = None
+    limits: list[tuple[float, int]] = field(default_factory=list)
+    committed: list[tuple[float, int]] = field(default_factory=list)  # (time, records)
+
+
+def read_log(log_path: Path, topic: str) -> RunLog:
+    run = RunLog()
+    positions: dict[str, int] = {}
     for line in log_path.read_bytes().splitlines():
         try:
             entry = orjson.loads(line)
@@ -48,11 +59,31 @@ def limit_trajectory(log_path: Path) -> tuple[list[tuple[float, int]], float | N
             continue
         if not isinstance(entry, dict):
             continue
-        if entry.get("msg") == LIMIT_LOG:
-            points.append((wb.parse_ts(entry["ts"]), int(entry["limit"])))
-        elif entry.get("msg") == "partitions assigned" and assigned is None:
-            assigned = wb.parse_ts(entry["ts"])
-    return points, assigned
+        message = entry.get("msg")
+        if message == LIMIT_LOG:
+            run.limits.append((wb.parse_ts(entry["ts"]), int(entry["limit"])))
+        elif message == "partitions assigned" and run.assigned is None:
+            run.assigned = wb.parse_ts(entry["ts"])
+        elif message == "committed":
+            for name, offset in entry.get("offsets", {}).items():
+                if name.rpartition("/")[0] == topic:
+                    positions[name] = offset
+            run.committed.append((wb.parse_ts(entry["ts"]), sum(positions.values())))
+    return run
+
+
+def steady_rate(run: RunLog, warmup_s: float, records: int) -> float | None:
+    """Records/s from the last commit at least `warmup_s` after the assignment to the commit that
+    completed the topic: the rate once every variant has started up (the adaptive limit has
+    climbed). None when the run was too short to have such a window."""
+    if run.assigned is None:
+        return None
+    done = next((t for t, n in run.committed if n >= records), None)
+    start = [(t, n) for t, n in run.committed if t <= run.assigned + warmup_s]
+    if done is None or not start or done <= start[-1][0]:
+        return None
+    started_at, committed = start[-1]
+    return (records - committed) / (done - started_at)
 
 
 def weighted_mean(points: list[tuple[float, int]], end: float) -> float | None:
@@ -96,6 +127,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="JSON file for the figures.")
     parser.add_argument("--timeout", type=float, default=600, help="Bound on one run, seconds.")
     parser.add_argument("--keep", action="store_true", help="Keep the worker logs.")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=10.0,
+        help="The steady rate is measured from this long after the assignment.",
+    )
     parser.add_argument(
         "--env",
         action="append",
@@ -148,19 +185,26 @@ def main() -> None:
                         run_args.settings = settings
                         figures = wb.run_once(services, number, run_args)
                         figures["variant"] = name
+                        run = read_log(work_dir / f"worker-run{number}.log", topic)
+                        steady = steady_rate(run, args.warmup_s, args.records)
+                        figures["steady_records_per_s"] = round(steady) if steady else None
                         if name == "adaptive":
-                            log_path = work_dir / f"worker-run{number}.log"
-                            points, assigned = limit_trajectory(log_path)
-                            end = (assigned or 0.0) + figures["elapsed_s"]
+                            points = run.limits
+                            end = (run.assigned or 0.0) + figures["elapsed_s"]
                             mean = weighted_mean(points, end)
+                            at_cap = next((t for t, v in points if v >= args.cap), None)
                             figures["limit"] = {
                                 "changes": len(points),
                                 "time_weighted_mean": round(mean, 2) if mean else None,
                                 "last": points[-1][1] if points else None,
+                                "cap_reached_after_s": round(at_cap - points[0][0], 2)
+                                if at_cap is not None
+                                else None,
                             }
                         runs[name].append(figures)
                         print(
-                            f"{name}: {figures['records_per_s']:,} records/s, "
+                            f"{name}: {figures['records_per_s']:,} records/s "
+                            f"(after {args.warmup_s:g} s: {figures['steady_records_per_s']}), "
                             f"{figures['requests']} requests, "
                             f"{figures['mean_request_latency_ms']} ms mean latency"
                             + (f", limit {figures['limit']}" if "limit" in figures else "")
@@ -177,6 +221,14 @@ def main() -> None:
     fixed = {name: value for name, value in medians.items() if name.startswith("fixed-")}
     best = max(fixed, key=lambda name: fixed[name])
     ratio = medians["adaptive"] / fixed[best]
+    # Runs too short for a window after the warm-up have no steady rate: left out.
+    steady = {
+        name: median(rates) if rates else 0
+        for name, rs in runs.items()
+        for rates in [[r["steady_records_per_s"] for r in rs if r["steady_records_per_s"]]]
+    }
+    steady_best = max((n for n in steady if n.startswith("fixed-")), key=lambda n: steady[n])
+    steady_ratio = steady["adaptive"] / steady[steady_best] if steady[steady_best] else None
     result = {
         "command": " ".join([".venv/bin/python", "bench/concurrency_bench.py", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -199,11 +251,19 @@ def main() -> None:
         "median_records_per_s": medians,
         "best_fixed": best,
         "adaptive_over_best_fixed": round(ratio, 3),
+        "steady_median_records_per_s": steady,
+        "steady_best_fixed": steady_best,
+        "steady_adaptive_over_best_fixed": round(steady_ratio, 3) if steady_ratio else None,
         "runs": runs,
     }
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: result[k] for k in ("median_records_per_s", "best_fixed")}, indent=2))
     print(f"adaptive / best fixed ({best}): {ratio:.3f}")
+    if steady_ratio:
+        print(
+            f"after {args.warmup_s:g} s: {steady}; adaptive / best fixed ({steady_best}): "
+            f"{steady_ratio:.3f}"
+        )
     print(f"figures written to {args.output}")
 
 
