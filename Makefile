@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit venv clean demo
+.PHONY: test lint unit venv clean demo image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ unit: $(STAMP)
 ## (options: make demo ARGS="--records 5000 --keep-running")
 demo: $(STAMP)
 	$(BIN)/python scripts/demo $(ARGS)
+
+## image: the container image (docs/container-image.md): docker when an engine answers, else
+## buildah; options as ARGS, e.g. make image ARGS="--local-base --ca-bundle proxy-ca.pem"
+image:
+	$(PYTHON) scripts/build-image $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

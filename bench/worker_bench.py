@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/worker_bench.py --output bench-result.json
     .venv/bin/python bench/worker_bench.py --records 200000 --record-size 1000 --partitions 8 \\
-        --repeat 3 --output bench-result.json [--profile] [--keep] \\
-        [--env AEP_CONNECTOR_BATCHING__LINGER_MS=100 ...]
+        --repeat 3 --output bench-result.json [--profile] [--keep] [--receipts on|required] \\
+        [--env AEP_CONNECTOR_BATCHING__LINGER_MS=100 ...] \\
+        [--emulator-config '{"faults": {"p503": 0.02, "retry_after_s": 1}}'] \\
+        [--bad-every 200] [--scrape metrics-series.json]
 
 What it does, in order:
 1. a broker: `KAFKA_BOOTSTRAP_SERVERS` when set (loopback only), else `scripts/local-kafka`
@@ -34,6 +36,19 @@ Figures, per run (docs/performance.md says what each one means):
 - machine: the whole machine's busy cores over the measured window (/proc/stat), with the
   worker's, the emulator's and the broker's share of it, so that load from anything else on
   the machine is visible.
+
+`--receipts on|required` measures delivery receipts (docs/receipts.md): a receipts topic is
+created, and each round runs the worker twice over the same records, receipts off then on
+(`receipts.required` false or true), so that load elsewhere on the machine spreads over both.
+The summary gives each case's figures and `receipts_cpu_us_per_record`: the median CPU-µs per
+record with receipts minus without.
+
+`--scrape FILE` reads the worker's /metrics once a second from start to drained (and a few
+seconds after) and writes the series to FILE, for bench/dashboard_png.py to draw the Grafana
+dashboard's panels from. `--emulator-config` merges settings into the emulator's configuration
+(a fault plan, rate limits, reject rules: docs/emulator.md), so that retries show; `--bad-every N`
+makes every Nth record undecodable, so that dead letters show (they are then expected: the run
+checks accepted + dead-lettered = records).
 
 Everything listens on and talks to loopback addresses only; every wait is bounded.
 `--profile` runs the worker under pyinstrument (`python -m pyinstrument -m connector run`) and
@@ -129,8 +144,19 @@ def make_record(template: dict[str, Any], index: int, size: int, rng: random.Ran
     return orjson.dumps(event)
 
 
-def produce_records(bootstrap: str, topic: str, count: int, size: int, partitions: int) -> int:
-    """Produce `count` records round-robin over the partitions; returns their total bytes."""
+#: What --bad-every puts in place of a record: not JSON, so it is dead-lettered at decoding.
+BAD_RECORD = b"{not json"
+
+
+def is_bad(index: int, bad_every: int) -> bool:
+    return bad_every > 0 and index % bad_every == bad_every - 1
+
+
+def produce_records(
+    bootstrap: str, topic: str, count: int, size: int, partitions: int, bad_every: int = 0
+) -> int:
+    """Produce `count` records round-robin over the partitions (every `bad_every`th one
+    undecodable, when given); returns their total bytes."""
     rng = random.Random(20240501)
     bases = templates()
     producer = Producer(
@@ -151,6 +177,8 @@ def produce_records(bootstrap: str, topic: str, count: int, size: int, partition
     total = 0
     for index in range(count):
         value = make_record(bases[index % len(bases)], index, size, rng)
+        if is_bad(index, bad_every):
+            value = BAD_RECORD
         total += len(value)
         key = f"v-{index % 4096}".encode()
         while True:
@@ -313,6 +341,41 @@ def total(samples: dict[str, float], name: str) -> float:
     return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
 
 
+#: Seconds between two scrapes of --scrape, and how long scraping goes on after the drain (so
+#: the series show the rates falling to zero and the lag at zero).
+SCRAPE_INTERVAL_S = 1.0
+SCRAPE_TAIL_S = 5.0
+#: Figures of a run written with its series (the picture's title says what the run was).
+SCRAPE_FIGURES = ("records_per_s", "elapsed_s", "requests", "retries", "dead_lettered", "machine")
+
+
+@dataclass
+class Scraper:
+    """The worker's /metrics once a second, as [{"t": seconds since start, "samples":
+    [[name, {label: value}, value], …]}] (tests/support/promql.py reads them)."""
+
+    ops_url: str
+    started: float = field(default_factory=time.monotonic)
+    next_at: float = 0.0
+    series: list[dict[str, Any]] = field(default_factory=list)
+
+    def maybe_scrape(self) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            return
+        self.next_at = now + SCRAPE_INTERVAL_S
+        try:
+            text = httpx.get(f"{self.ops_url}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return  # the ops server is not up yet
+        samples = [
+            [sample.name, sample.labels, sample.value]
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+        self.series.append({"t": round(now - self.started, 3), "samples": samples})
+
+
 @dataclass
 class Services:
     bootstrap: str
@@ -323,9 +386,22 @@ class Services:
     mappings_dir: Path
     ends: dict[int, int]
     work_dir: Path
+    receipts_topic: str | None = None
 
 
-def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str, Any]:
+def receipt_settings(services: Services, case: str) -> dict[str, str]:
+    """The worker's settings for a receipts case: off, on (not required) or required."""
+    if case == "off" or services.receipts_topic is None:
+        return {}
+    return {
+        "AEP_CONNECTOR_RECEIPTS__TOPIC": services.receipts_topic,
+        "AEP_CONNECTOR_RECEIPTS__REQUIRED": "true" if case == "required" else "false",
+    }
+
+
+def run_once(
+    services: Services, run: int, args: argparse.Namespace, receipts: str = "off"
+) -> dict[str, Any]:
     """One worker process from start to drained; returns its figures."""
     emulator = services.emulator
     emulator.reset()
@@ -335,13 +411,14 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
     env = worker_env(
         services.bootstrap, group, emulator.url, services.mappings_dir, services.dlq, ops_port
     )
-    env |= args.settings
+    env |= args.settings | receipt_settings(services, receipts)
     command = [sys.executable, "-m", "connector", "run"]
-    session = services.work_dir / f"run{run}.pyisession"
+    name = f"run{run}" if receipts == "off" else f"run{run}-receipts-{receipts}"
+    session = services.work_dir / f"{name}.pyisession"
     if args.profile:
         command = [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(session)]
         command += ["-m", "connector", "run"]
-    log_path = services.work_dir / f"worker-run{run}.log"
+    log_path = services.work_dir / f"worker-{name}.log"
     log_path.touch()
     watch = LogWatch(log_path)
     with log_path.open("ab") as log_file:
@@ -349,6 +426,7 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
             command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
     pid = process.pid
+    scraper = Scraper(ops_url) if args.scrape else None
     try:
         deadline = time.monotonic() + args.timeout
         cpu_at_subscribe: float | None = None
@@ -363,6 +441,8 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
             if time.monotonic() > deadline:
                 raise SystemExit(f"not drained within {args.timeout} s (see {log_path})")
             watch.read(services.topic)
+            if scraper is not None:
+                scraper.maybe_scrape()
             if watch.subscribed and cpu_at_subscribe is None:
                 cpu_at_subscribe = cpu_seconds(pid)
                 threads_at_subscribe = thread_cpu_seconds(pid)
@@ -391,6 +471,11 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
         loadavg = os.getloadavg()
         metrics = scrape(ops_url)
         stats = emulator.stats()
+        if scraper is not None:
+            tail_end = time.monotonic() + SCRAPE_TAIL_S
+            while time.monotonic() < tail_end:
+                scraper.maybe_scrape()
+                time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         exit_status = process.wait(timeout=120 if args.profile else 60)
     finally:
@@ -418,6 +503,7 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
     by_thread["ended (requests)"] = round(cpu_run / records * 1e6 - sum(by_thread.values()), 1)
     figures: dict[str, Any] = {
         "run": run,
+        "receipts": receipts,
         "profiled": bool(args.profile),
         "records": records,
         "elapsed_s": round(elapsed, 3),
@@ -443,6 +529,9 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
         else 0.0,
         "accepted": accepted,
         "dead_lettered": int(total(metrics, "aep_connector_records_dead_lettered_total")),
+        # At drain; receipts that are not required may still be on their way then.
+        "receipts_produced": int(total(metrics, "aep_connector_receipts_produced_total")),
+        "receipts_failed": int(total(metrics, "aep_connector_receipts_failed_total")),
         "retries": int(total(metrics, "aep_connector_retries_total")),
         "backpressure_pauses": watch.pauses,
         "emulator": {
@@ -473,11 +562,18 @@ def run_once(services: Services, run: int, args: argparse.Namespace) -> dict[str
         "worker_exit_status": exit_status,
         "worker_warnings": sorted(set(watch.warnings))[:10],
     }
-    if accepted != records or stats["messages_accepted"] != records:
+    bad = sum(1 for index in range(records) if is_bad(index, args.bad_every))
+    if accepted != records - bad or stats["messages_accepted"] < records - bad:
         figures["problem"] = (
-            f"expected {records} accepted messages; worker says {accepted}, "
+            f"expected {records - bad} accepted messages; worker says {accepted}, "
             f"emulator says {stats['messages_accepted']}"
         )
+    if figures["dead_lettered"] != bad:
+        figures["problem"] = (
+            f"expected {bad} dead letters, the worker counts {figures['dead_lettered']}"
+        )
+    if scraper is not None:
+        figures["scrape"] = {"interval_s": SCRAPE_INTERVAL_S, "series": scraper.series}
     if args.profile:
         figures["profile"] = render_profile(session, args.output)
         figures["main_thread_stages"] = profile_stages(session)
@@ -591,6 +687,9 @@ def mapping_copy(directory: Path, topic: str, validate: bool = True) -> Path:
         text = text.replace(block, "")
     target = directory / MAPPING.name
     target.write_text(text.replace(original, f"topics: [{topic}]"), encoding="utf-8")
+    # The XDM schema its `validate` block names, beside it as in the examples.
+    for schema in MAPPING.parent.glob(f"{MAPPING.stem}*.schema.json"):
+        shutil.copyfile(schema, directory / schema.name)
     return target
 
 
@@ -616,8 +715,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def print_run(figures: dict[str, Any]) -> None:
     machine = figures["machine"]
+    receipts = "" if figures["receipts"] == "off" else f" receipts {figures['receipts']}"
     print(
-        f"run {figures['run']}{' (profiled)' if figures['profiled'] else ''}: "
+        f"run {figures['run']}{receipts}{' (profiled)' if figures['profiled'] else ''}: "
         f"{figures['records_per_s']:,} records/s ({figures['elapsed_s']} s), "
         f"{figures['cpu_us_per_record']} CPU-µs/record "
         f"(= CPU-s per million; startup {figures['startup_cpu_s']} s; by thread "
@@ -662,6 +762,32 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600, help="Bound on one run, seconds.")
     parser.add_argument(
+        "--receipts",
+        choices=["on", "required"],
+        help="Measure delivery receipts: each round runs the worker without, then with them.",
+    )
+    parser.add_argument(
+        "--scrape",
+        type=Path,
+        help="Write the worker's /metrics, read once a second during each run, to this JSON "
+        "file (bench/dashboard_png.py draws the dashboard's panels from it).",
+    )
+    parser.add_argument(
+        "--emulator-config",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="Settings merged into the emulator's configuration, e.g. a fault plan: "
+        '\'{"faults": {"p503": 0.02, "p429": 0.01, "retry_after_s": 1}}\'.',
+    )
+    parser.add_argument(
+        "--bad-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Make every Nth record undecodable (dead-lettered at decoding); 0: none.",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -688,9 +814,14 @@ def main() -> None:
         with broker(work_dir) as (bootstrap, broker_pid):
             topic = create_topic(bootstrap, unique_name("bench-web-commerce"), args.partitions)
             dlq = create_topic(bootstrap, unique_name("bench-dlq"), 1)
+            receipts_topic = (
+                create_topic(bootstrap, unique_name("bench-receipts"), args.partitions)
+                if args.receipts
+                else None
+            )
             began = time.monotonic()
             produced_bytes = produce_records(
-                bootstrap, topic, args.records, args.record_size, args.partitions
+                bootstrap, topic, args.records, args.record_size, args.partitions, args.bad_every
             )
             produce_s = time.monotonic() - began
             print(
@@ -716,14 +847,25 @@ def main() -> None:
             mappings_dir = work_dir / "mappings"
             mapping_copy(mappings_dir, topic, validate=not args.no_validate)
             emulator_config = {"ims_org_id": IMS_ORG, "max_stored_messages": 1000}
+            emulator_config |= args.emulator_config
             with start_emulator(emulator_config, work_dir) as emulator:
                 services = Services(
-                    bootstrap, broker_pid, emulator, topic, dlq, mappings_dir, ends, work_dir
+                    bootstrap,
+                    broker_pid,
+                    emulator,
+                    topic,
+                    dlq,
+                    mappings_dir,
+                    ends,
+                    work_dir,
+                    receipts_topic,
                 )
+                cases = ["off", args.receipts] if args.receipts else ["off"]
                 for run in range(1, args.repeat + 1):
-                    figures = run_once(services, run, args)
-                    runs.append(figures)
-                    print_run(figures)
+                    for case in cases:  # the cases take turns in each round
+                        figures = run_once(services, run, args, case)
+                        runs.append(figures)
+                        print_run(figures)
     finally:
         if not args.profile and not args.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -748,8 +890,11 @@ def main() -> None:
             "max_request_bytes": args.max_request_bytes,
             "commit_interval_ms": COMMIT_INTERVAL_MS,
             "worker_env": args.settings,
+            "receipts": args.receipts or "off",
             "mapping": str(MAPPING.relative_to(REPO_ROOT)),
             "validate": not args.no_validate,
+            "emulator_config": args.emulator_config,
+            "bad_every": args.bad_every,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -758,10 +903,34 @@ def main() -> None:
         },
         "floor": args.floor_figures,
         "runs": runs,
-        "summary": summarize(runs),
+        "summary": summarize([r for r in runs if r["receipts"] == "off"]),
     }
+    if args.receipts:
+        with_receipts = [r for r in runs if r["receipts"] == args.receipts]
+        result["summary_with_receipts"] = summarize(with_receipts)
+        result["receipts_cpu_us_per_record"] = round(
+            result["summary_with_receipts"]["cpu_us_per_record"]["median"]
+            - result["summary"]["cpu_us_per_record"]["median"],
+            1,
+        )
+    if args.scrape:
+        series = [
+            {"run": r["run"], **r.pop("scrape"), "figures": {k: r[k] for k in SCRAPE_FIGURES}}
+            for r in runs
+        ]
+        scraped = {k: result[k] for k in ("command", "started", "git_commit", "settings")}
+        scraped |= {"runs": series}
+        args.scrape.write_text(json.dumps(scraped) + "\n", encoding="utf-8")
+        print(f"metrics series written to {args.scrape}")
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result["summary"], indent=2))
+    if args.receipts:
+        print(f"with receipts {args.receipts}:")
+        print(json.dumps(result["summary_with_receipts"], indent=2))
+        print(
+            "receipts cost (median CPU-µs per record, with − without): "
+            f"{result['receipts_cpu_us_per_record']}"
+        )
     print(f"figures written to {args.output}")
 
 

@@ -17,6 +17,7 @@ from connector.settings import ConfigError, Settings, load_settings, masked, ref
 
 if TYPE_CHECKING:
     from connector.dlq.selection import Selection
+    from connector.mapping import CompiledMapping
 
 #: Exit status for an invalid configuration or mapping (as for a usage error).
 EXIT_CONFIG = 2
@@ -142,12 +143,58 @@ def check_mappings_or_exit(settings: Settings) -> None:
     click.echo(f"mappings OK: {len(mappings)} in {settings.mappings_dir}", err=True)
 
 
-@main.command("map", short_help="Map JSON lines through a mapping file; print envelopes.")
+def examples(*lines: str) -> str:
+    """A help epilog listing example command lines, kept unwrapped."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@main.command(
+    "map",
+    short_help="Map JSON lines or live topic records; print envelopes.",
+    epilog=examples(
+        "aep-connector map mappings/orders.yaml orders.jsonl --entity-only",
+        "aep-connector map mappings/orders.yaml --from-topic --config config.yaml",
+        "aep-connector map mappings/orders.yaml --from-topic --partition 3 --offset 1200 "
+        "--records 5",
+    ),
+)
 @click.argument("mapping_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.argument("input_file", type=click.File("rb"), default="-", required=False)
 @click.option("--entity-only", is_flag=True, help="Print only the XDM entity of each record.")
 @click.option(
     "--explain", is_flag=True, help="Print the Python source the mapping compiles to, and exit."
+)
+@click.option(
+    "--from-topic",
+    is_flag=True,
+    help="Read live records of the mapping's topic with the worker's decoder instead of JSON "
+    "lines; joins no consumer group, commits nothing, sends nothing (docs/preview.md).",
+)
+@click.option(
+    "--records",
+    type=click.IntRange(1, 10_000),
+    help="With --from-topic: how many records to read (default 10).",
+)
+@click.option(
+    "--partition",
+    type=click.IntRange(min=0),
+    help="With --from-topic: read this partition only (its last records, or from --offset).",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    help="With --from-topic and --partition: the first offset to read.",
+)
+@click.option(
+    "--topic",
+    help="With --from-topic: the topic to read, when the mapping reads several or a pattern.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="With --from-topic: give up after this many seconds without progress.",
 )
 @config_option
 def map_records(
@@ -155,18 +202,44 @@ def map_records(
     input_file: BinaryIO,
     entity_only: bool,
     explain: bool,
+    from_topic: bool,
+    records: int | None,
+    partition: int | None,
+    offset: int | None,
+    topic: str | None,
+    timeout: float,
     config_file: Path | None,
 ) -> None:
     """Map records (JSON lines from INPUT_FILE, or stdin) with MAPPING_FILE and print one
     envelope per line (only the entity with --entity-only). With --explain, print the
     generated Python function the mapping runs as, and exit.
 
+    A raw mapping (`target.mode: raw`) prints each record as it would be sent, and names the
+    endpoint and the x-adobe-flow-id header on stderr.
+
     Kafka metadata is simulated: _kafka.topic is the mapping's first topic, partition 0, the
     offset the line number - 1, no key, headers or timestamp. Bad lines, field warnings and
     entities that break the mapping's XDM schema (`validate`) are reported on stderr with their
     line number. Exit status: 0 when every line mapped (or was skipped by the filter), 1 when
     any line failed, 2 for an invalid mapping or configuration.
+
+    With --from-topic, records are read from the mapping's topic (--config for the brokers and
+    the schema registry) and go through the worker's own decode, map, validate and envelope
+    steps: stdout gets what the worker would send, stderr one line per record with its
+    partition and offset, its field warnings and dead-letter reasons. Default: the 10 newest
+    records of the topic. Exit status: 0 when nothing would be dead-lettered, 1 when something
+    would, 2 for an invalid mapping, configuration or option, 3 when the topic or the schema
+    registry could not be read.
     """
+    preview_options = {"--records": records, "--partition": partition, "--offset": offset}
+    given = [name for name, value in preview_options.items() if value is not None]
+    given += ["--topic"] if topic is not None else []
+    if not from_topic and given:
+        raise click.UsageError(f"{', '.join(given)} go(es) with --from-topic")
+    if from_topic and getattr(input_file, "name", "<stdin>") != "<stdin>":
+        raise click.UsageError("--from-topic reads the topic: give no INPUT_FILE")
+    if offset is not None and partition is None:
+        raise click.UsageError("--offset needs --partition")
     import time
 
     from connector.mapping import (
@@ -178,7 +251,10 @@ def map_records(
     from connector.records import RecordMeta
 
     settings = load_or_exit(config_file)
-    defaults = TargetDefaults(settings.platform.connection_id, settings.platform.ims_org_id)
+    connection = settings.platform.connection_id
+    if from_topic and connection is None:
+        connection = "(preview)"  # nothing is sent: a mapping needs no connection to preview
+    defaults = TargetDefaults(connection, settings.platform.ims_org_id)
     try:
         mapping = load_mapping_file(mapping_file, defaults, limits=settings.mapping.limits())
     except MappingLoadError as exc:
@@ -194,6 +270,19 @@ def map_records(
     validator = mapping.validator
     for warning in validator.warnings if validator else ():
         click.echo(f"warning: {mapping_file}: {warning}", err=True)
+    if mapping.raw_flow_id is not None:
+        inlet = mapping.connection_id or "<platform.connection_id>"
+        click.echo(
+            f"raw mode: each record below is POSTed alone to /collection/{inlet} with "
+            f"x-adobe-flow-id: {mapping.raw_flow_id}",
+            err=True,
+        )
+    if from_topic:
+        sys.exit(
+            preview_or_exit(
+                settings, mapping, topic, records or 10, partition, offset, entity_only, timeout
+            )
+        )
     topic = mapping.source_topics[0] if mapping.source_topics else ""
     out = sys.stdout.buffer
     failed = 0
@@ -240,17 +329,58 @@ def map_records(
         sys.exit(1)
 
 
+def preview_or_exit(
+    settings: Settings,
+    mapping: CompiledMapping,
+    topic: str | None,
+    records: int,
+    partition: int | None,
+    offset: int | None,
+    entity_only: bool,
+    timeout: float,
+) -> int:
+    """`map --from-topic`: the exit status of the preview (connector/preview.py)."""
+    from confluent_kafka import Consumer
+
+    from connector.errors import HaltError
+    from connector.preview import preview_config, run_preview
+
+    if topic is not None and not mapping.matches(topic):
+        raise click.BadParameter(
+            f"mapping {mapping.name} does not read {topic}", param_hint="--topic"
+        )
+    if topic is None:
+        if len(mapping.source_topics) != 1 or mapping.topic_pattern is not None:
+            raise click.UsageError(
+                f"mapping {mapping.name} reads several topics or a pattern: choose one with --topic"
+            )
+        topic = mapping.source_topics[0]
+    consumer = kafka_client_or_exit(lambda: Consumer(preview_config(settings)))
+    try:
+        return run_preview(
+            settings,
+            mapping,
+            topic,
+            records,
+            partition,
+            offset,
+            entity_only,
+            timeout,
+            consumer,
+            sys.stdout.buffer,
+            sys.stderr,
+        )
+    except HaltError as exc:  # what the worker would refuse too, e.g. Avro without a registry
+        click.echo(f"map --from-topic: {exc}", err=True)
+        return EXIT_CONFIG
+
+
 # ---------------------------------------------------------------------------- dlq
 
 #: `dlq` exit statuses besides 0 and EXIT_CONFIG (docs/dead-letters.md).
 EXIT_DLQ_REFUSED = 1  # replay: some selected letters were refused
 EXIT_DLQ_KAFKA = 3  # the topic is missing, the brokers failed, or a transaction failed
 EXIT_DLQ_INTERRUPTED = 4  # replay: stopped by SIGINT/SIGTERM; the same command resumes
-
-
-def examples(*lines: str) -> str:
-    """A help epilog listing example command lines, kept unwrapped."""
-    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 @main.group(

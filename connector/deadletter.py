@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -25,6 +25,9 @@ from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.records import SourceRecord
 from connector.source.kafka import halt_reason
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 log = get_logger("deadletter")
 
@@ -92,6 +95,7 @@ class DeadLetterWriter(Generic[T]):
         self._oversized: list[tuple[SourceRecord, DeadLetter, T]] = []
         self.pending = 0
         self.failure: str | None = None  # set when a delivery failed for good
+        self.tracing: Tracing | None = None  # set when tracing is enabled
 
     def send(
         self,
@@ -123,6 +127,8 @@ class DeadLetterWriter(Generic[T]):
 
         if not without_value:
             _log_dead_letter(record, letter)
+            if self.tracing is not None:
+                self.tracing.dead_letter(record, letter, self.topic)
         headers = [*record.headers, *context_headers(record, letter)]
         value = record.value
         if without_value:

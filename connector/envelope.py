@@ -7,11 +7,15 @@ three byte strings joined around the entity's own orjson encoding:
     {"header":{"schemaRef":…,"imsOrgId":…,"datasetId":…,"flowId":…,"source":{"name":…},
                "createdAt":"<epoch ms>"},
      "body":{"xdmMeta":{"schemaRef":…},"xdmEntity":<entity>}}
+
+A raw mapping (`target.mode: raw`) has no envelope: its message is the decoded record itself
+(`encode_raw`), for an HTTP API source dataflow that maps it in the Platform.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 import orjson
 
@@ -75,3 +79,22 @@ class Envelope:
 def encode_envelope(target: EnvelopeTarget, entity: dict[str, object], created_at_ms: int) -> bytes:
     """One message without keeping an Envelope (slower per call: it encodes the header too)."""
     return Envelope(target).encode(entity, created_at_ms)
+
+
+def encode_raw(record: dict[str, object], created_at_ms: int = 0) -> bytes:
+    """The message of a raw mapping: the decoded record as compact JSON, nulls and empty values
+    kept (the dataflow's mapping decides about them). Values Avro decodes to but JSON lacks are
+    written as a mapping writes them: decimals as numbers, bytes as UTF-8 text, UUIDs and
+    dates as text (UTC as `Z`). `created_at_ms` is unused: a raw payload has no header.
+    Raises orjson.JSONEncodeError (a TypeError) for a value JSON cannot carry."""
+    return orjson.dumps(record, default=_json_value, option=orjson.OPT_UTC_Z)
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError("a decimal that is not finite")
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    raise TypeError(f"a {type(value).__name__} cannot be sent as JSON")

@@ -15,6 +15,7 @@ API), and the worker decides by class alone what happens next.
     │   ├── MappingLoadError    mapping files (connector.mapping.errors)
     │   └── EmulatorConfigError the emulator's configuration (connector.emulator.config)
     ├── DocumentError           a YAML or JSON file that cannot be read at all (mapping.model)
+    ├── TracingUnavailable      tracing enabled but the SDK or an exporter is missing (tracing)
     ├── SourceError             a piece of mapping text at a line and column (mapping.errors)
     ├── ExpressionError         a field's expression failed for one record (mapping.errors)
     └── MappingFailure          one record could not be mapped (strict, budget): a dead letter

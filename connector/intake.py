@@ -146,6 +146,9 @@ class Intake:
         for letter in processed.dead_letters:
             self._dead_letters.send(record, letter, (state, record.offset), self._stop)
         for body, target in processed.messages:
+            mapping = target.mapping
             self._dispatcher.add(
-                OutboundMessage(body, record, state, target.mapping.name, target.connection_id)
+                OutboundMessage(
+                    body, record, state, mapping.name, target.connection_id, mapping.raw_flow_id
+                )
             )

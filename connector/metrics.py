@@ -136,3 +136,15 @@ class Metrics:
             registry=r,
         )
         self.halted = Gauge(p + "halted", "1 when the worker has halted.", registry=r)
+        self.receipts_produced = Counter(
+            p + "receipts_produced",
+            "Delivery receipts confirmed in the receipts topic.",
+            registry=r,
+        )
+        self.receipts_failed = Counter(
+            p + "receipts_failed",
+            "Delivery receipts that could not be delivered, by reason (delivery: Kafka "
+            "refused or timed out; queue_full: the producer's queue was full).",
+            ["reason"],
+            registry=r,
+        )

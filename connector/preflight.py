@@ -51,6 +51,11 @@ def client_problems(settings: Settings) -> list[str]:
         problems.append(
             f"platform.transport: the API client cannot be built: {_redacted(transport, secrets)}"
         )
+    from connector.tracing import tracing_problem  # imports OpenTelemetry only when enabled
+
+    tracing = tracing_problem(settings)
+    if tracing is not None:
+        problems.append(f"tracing: {tracing}")
     return problems
 
 

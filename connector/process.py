@@ -60,12 +60,15 @@ class Route:
 @dataclass(slots=True)
 class Processed:
     """What became of one record: messages to send (envelope bytes and their target), dead
-    letters, and how many mappings filtered it out; `tombstone` when skipped as one."""
+    letters, and how many mappings filtered it out; `tombstone` when skipped as one.
+    `warnings` holds (mapping name, field warnings) for the mappings that left fields out
+    (the worker counts them; `map --from-topic` prints them)."""
 
     messages: list[tuple[bytes, Target]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     filtered: int = 0
     tombstone: bool = False
+    warnings: tuple[tuple[str, list[str]], ...] = ()
 
 
 def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
@@ -95,6 +98,7 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
             continue
         if mapped.warnings:
             target.warnings.inc(len(mapped.warnings))
+            result.warnings += ((mapping.name, mapped.warnings),)
         if mapped.entity is None:
             result.filtered += 1
             continue
@@ -121,7 +125,9 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
                 DeadLetter("map", "envelope", f"envelope: {exc}", mapping=mapping.name)
             )
             continue
-        if len(body) + FRAMING_BYTES > API_MAX_REQUEST_BYTES:  # alone in a request
+        # Alone in a request: framed in a batch, or (raw) the whole body of a single request.
+        framing = FRAMING_BYTES if mapping.raw_flow_id is None else 0
+        if len(body) + framing > API_MAX_REQUEST_BYTES:
             result.dead_letters.append(
                 DeadLetter(
                     "validate",

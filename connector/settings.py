@@ -527,6 +527,54 @@ class DeadLetterSettings(_Section):
     )
 
 
+class ReceiptSettings(_Section):
+    """Delivery receipts: one compact record per acknowledged message, for audits that join
+    Kafka offsets with the Platform's batchId and xactionId (docs/receipts.md)."""
+
+    topic: str | None = Field(
+        default=None,
+        description=(
+            "Topic the receipts are produced to; it must exist (the worker does not start "
+            "otherwise). Unset: no receipts."
+        ),
+    )
+    required: bool = Field(
+        default=False,
+        description=(
+            "true: a record counts as finished (its offset may be committed) only once its "
+            "receipts are confirmed by Kafka, and a receipt that cannot be delivered halts the "
+            "worker. false: receipts never hold records back; failed ones are counted "
+            "(receipts_failed) and logged."
+        ),
+    )
+    key_hash: Literal["sha256", "none"] = Field(
+        default="sha256",
+        description=(
+            "How a receipt names the record's key: sha256 (hex SHA-256 of the key bytes, "
+            "unsalted) or none (left out)."
+        ),
+    )
+    linger_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="How long the receipt producer waits to fill a batch (librdkafka linger.ms).",
+    )
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="lz4", description="Compression of receipt batches (librdkafka compression.type)."
+    )
+    delivery_timeout_s: float = Field(
+        default=120.0,
+        ge=1,
+        le=3600,
+        description=(
+            "How long one receipt may take to be delivered, retries included (librdkafka "
+            "message.timeout.ms); past it the receipt failed. With required: true, also how "
+            "long the producer's queue may stay full before the worker halts."
+        ),
+    )
+
+
 class ReplaySettings(_Section):
     """`aep-connector dlq replay`: its progress on the dead-letter topic and its limits."""
 
@@ -618,6 +666,19 @@ class MappingSettings(_Section):
         )
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry traces (the `tracing` extra; docs/tracing.md). The exporter, endpoint,
+    sampler and resource come from the SDK's standard OTEL_* variables."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Trace each API request and each dead letter, linked to the records' W3C "
+            "`traceparent` headers. Off: OpenTelemetry is not even imported."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """The worker's configuration. See the module docstring for where values come from."""
 
@@ -634,10 +695,12 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    receipts: ReceiptSettings = Field(default_factory=ReceiptSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     mappings_dir: Path = Field(default=Path("mappings"), description="Mapping files directory.")
     mapping: MappingSettings = Field(default_factory=MappingSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def settings_customise_sources(

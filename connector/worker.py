@@ -5,11 +5,12 @@ One record's path, and the module that holds each step:
     consume (source/kafka.py) ─▶ take: track and process (intake.py, process.py)
       ─▶ batch and send, bounded in flight (delivery/dispatcher.py, delivery/sender.py)
       ─▶ accepted | rejected ─▶ dead-letter topic (deadletter.py)
+      ─▶ [optional] accepted ─▶ delivery receipt (receipts.py)
       ─▶ offset tracker (offsets.py) ─▶ commit (here)
 
 Everything but the HTTP requests runs on this one thread, including the Kafka callbacks
 (rebalance, commit), so the tracker needs no locks. Request threads only hand back results,
-and the dead-letter writer only hands back confirmations; this thread applies both.
+and the dead-letter and receipt writers only hand back confirmations; this thread applies them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from confluent_kafka import Consumer as KafkaConsumer
@@ -36,6 +37,7 @@ from connector.mapping import CompiledMapping
 from connector.metrics import Metrics
 from connector.offsets import OffsetTracker, PartitionKey
 from connector.process import Routes
+from connector.receipts import ReceiptWriter
 from connector.settings import Settings
 from connector.source.flow import PauseControl
 from connector.source.kafka import (
@@ -45,6 +47,10 @@ from connector.source.kafka import (
     halt_reason,
     producer_config,
 )
+from connector.tracing import start_tracing
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 log = get_logger("worker")
 
@@ -70,6 +76,7 @@ class Worker:
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        receipts: ReceiptWriter[LetterToken] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
@@ -101,7 +108,14 @@ class Worker:
             metrics,
             queue_full_timeout_s=settings.dead_letter.queue_full_timeout_s,
         )
+        self.receipts = receipts
+        if receipts is None and settings.receipts.topic:
+            self.receipts = ReceiptWriter(
+                producer_config(settings, "receipts"), settings.receipts, metrics
+            )
         self.http = http or http_client(settings)
+        self.tracing: Tracing | None = start_tracing(settings)  # None unless tracing.enabled
+        self.dead_letters.tracing = self.tracing
         routes = Routes(settings, mappings, metrics)
         self.dispatcher = build_dispatcher(
             settings,
@@ -111,6 +125,7 @@ class Worker:
             self.api_health,
             clock,
             wall_clock,
+            self.tracing,
         )
         self.flow = PauseControl(self.consumer, self.tracker, settings.batching, metrics)
         self.intake = Intake(
@@ -131,6 +146,8 @@ class Worker:
         """Consume until stopped or halted; returns the process exit status."""
         try:
             self.dead_letters.check_topic()
+            if self.receipts is not None:
+                self.receipts.check_topic()
             self._subscribe()
             while not self.stop_requested.is_set():
                 self._turn()
@@ -189,6 +206,8 @@ class Worker:
         for result in self.dispatcher.collect():
             self._apply(result)
         self._confirm(self.dead_letters.poll())
+        if self.receipts is not None:
+            self._finish(self.receipts.poll())
 
     def _on_consumer_error(self, error: KafkaError) -> None:
         """Client errors (failed logins, brokers down) come here, not through consume(); it
@@ -206,16 +225,25 @@ class Worker:
     # ------------------------------------------------------------------ results in
 
     def _apply(self, result: DeliveryResult) -> None:
-        """Finish what the API accepted, dead-letter what it rejected."""
+        """Finish what the API accepted (with receipts: once the receipt writer hands the
+        token back), dead-letter what it rejected."""
         accepted: dict[Any, int] = {}
+        receipts = self.receipts
         for message in result.accepted:
             state = message.state
             if state.active:
-                state.finish(message.record.offset)
+                if receipts is None:
+                    state.finish(message.record.offset)
                 self.breaker.record(False)
                 accepted[message.mapping] = accepted.get(message.mapping, 0) + 1
         for mapping, count in accepted.items():
             self.metrics.records_accepted.labels(mapping).inc(count)
+        if receipts is not None:
+            for message, named in zip(result.accepted, result.acknowledgements, strict=True):
+                state = message.state
+                if state.active:
+                    token = (state, message.record.offset)
+                    receipts.send(message, named, token, self.stop_requested)
         for message, letter in result.rejected:
             state = message.state
             if state.active:
@@ -230,11 +258,23 @@ class Worker:
                 state.finish(offset)
                 self.breaker.record(True)
 
+    def _finish(self, tokens: Iterable[LetterToken]) -> None:
+        """Accepted records whose receipts are done (at once, unless receipts are required)."""
+        for state, offset in tokens:
+            if state.active:
+                state.finish(offset)
+
+    def _flush_receipts(self, timeout_s: float) -> None:
+        if self.receipts is not None:
+            self._finish(self.receipts.flush(timeout_s))
+
     # ------------------------------------------------------------------ flow control
 
     def _backpressure(self) -> None:
         records, size = self.dispatcher.buffered()
         records += self.dead_letters.pending
+        if self.receipts is not None:
+            records += self.receipts.pending
         metrics = self.metrics
         metrics.buffered_records.set(records)
         metrics.buffered_bytes.set(size)
@@ -332,8 +372,10 @@ class Worker:
                 deadline = self.clock() + bound
                 self._drain(lambda: self.dispatcher.involves(keys), deadline)
                 self._confirm(self.dead_letters.flush(max(0.0, deadline - self.clock())))
+                self._flush_receipts(max(0.0, deadline - self.clock()))
             self.dispatcher.cancel(keys)
-            self._commit(asynchronous=False, keys=sorted(keys))  # only finished offsets
+            if not self._closing:  # closing: the final commit came just before
+                self._commit(asynchronous=False, keys=sorted(keys))  # only finished offsets
         except HaltError as exc:
             self.halt_reason = self.halt_reason or str(exc)
         finally:
@@ -381,6 +423,7 @@ class Worker:
         self.dispatcher.cancel()
         remaining = max(1.0, deadline - self.clock())
         self._confirm(self.dead_letters.flush(remaining))
+        self._flush_receipts(max(1.0, deadline - self.clock()))
         self._follow_markers()
         self._commit(asynchronous=False)
         self._close()
@@ -402,6 +445,8 @@ class Worker:
         with contextlib.suppress(Exception):
             self._confirm(self.dead_letters.flush(5.0))
         with contextlib.suppress(Exception):
+            self._flush_receipts(5.0)
+        with contextlib.suppress(Exception):
             self._commit(asynchronous=False)
         self._close()
         return status
@@ -417,9 +462,11 @@ class Worker:
         self._closing = True
         try:
             self.consumer.close()
-        except (KafkaException, RuntimeError) as exc:
+        except Exception as exc:  # librdkafka raises KafkaError itself from close()
             log.warning("consumer close failed", extra={"fields": {"error": str(exc)}})
         self.http.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def _arm_watchdog(self, seconds: float) -> None:
         """The last resort of the exit bound: librdkafka's commit and close can block on

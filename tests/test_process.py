@@ -67,6 +67,21 @@ def test_a_good_record_becomes_one_envelope_per_mapping(tmp_path: Path) -> None:
     assert orjson.loads(body)["header"]["createdAt"] == str(NOW_MS)
 
 
+def test_field_warnings_are_counted_and_kept_with_their_mapping(tmp_path: Path) -> None:
+    route = route_for(
+        tmp_path, mapping_text("orders"), mapping_text("audit", connection="conn-audit")
+    )
+    result = process(record(b'{"id": "o-1", "name": {"first": "A"}}'), route, NOW_MS)
+    assert [(name, len(warnings)) for name, warnings in result.warnings] == [
+        ("orders", 1),
+        ("audit", 1),
+    ]
+    assert "_acme.name" in result.warnings[0][1][0]
+    assert len(result.messages) == 2  # the field is left out; the record is still sent
+    assert route.targets[0].warnings._value.get() == 1
+    assert process(record(b'{"id": "o-2", "name": "Bo"}'), route, NOW_MS).warnings == ()
+
+
 def test_undecodable_bytes_are_one_dead_letter_of_the_decode_stage(tmp_path: Path) -> None:
     route = route_for(tmp_path, mapping_text("orders"), mapping_text("audit"))
     result = process(record(b"{not json"), route, NOW_MS)

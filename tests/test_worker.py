@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError
 from connector.deadletter import DeadLetterWriter
 from connector.mapping import TargetDefaults, load_mapping_file
 from connector.metrics import Metrics
+from connector.receipts import ReceiptWriter
 from connector.settings import Settings
 from connector.worker import EXIT_CRASH, EXIT_HALT, EXIT_OK, LetterToken, Worker
 from tests.support.fake_kafka import FakeBroker, FakeConsumer
@@ -150,6 +151,8 @@ def make_worker(
     platform: dict[str, Any] | None = None,
     retry: dict[str, Any] | None = None,
     extra_mappings: tuple[str, ...] = (),
+    receipts: dict[str, Any] | None = None,
+    receipt_producer: Callable[[dict[str, Any]], Any] | None = None,
     **batching: Any,
 ) -> tuple[Worker, Script, FakeProducer]:
     mapping_file = tmp_path / "orders.yaml"
@@ -172,6 +175,7 @@ def make_worker(
         retry={"initial_backoff_ms": 1, "max_backoff_ms": 2, **(retry or {})},
         dead_letter=dead_letter or {},
         platform=platform or {},
+        receipts=receipts or {},
     )
     script = Script(steps)
     producer = FakeProducer()
@@ -193,6 +197,9 @@ def make_worker(
         consumer_factory=consumer_factory,
         dead_letters=dead_letters,
         http=httpx.Client(transport=httpx.MockTransport(handler)),
+        receipts=ReceiptWriter({}, settings.receipts, metrics, receipt_producer)
+        if receipts
+        else None,
     )
     script.worker = worker
     return worker, script, producer

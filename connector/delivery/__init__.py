@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -15,6 +16,9 @@ from connector.delivery.sender import ApiHealth, Sender
 from connector.delivery.transport import build_http_client
 from connector.metrics import Metrics
 from connector.settings import Settings
+
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
 
 
 def http_client(settings: Settings) -> httpx.Client:
@@ -37,6 +41,7 @@ def build_dispatcher(
     health: ApiHealth,
     clock: Callable[[], float],
     wall_clock: Callable[[], float],
+    tracing: Tracing | None = None,
 ) -> Dispatcher:
     """The delivery stack of a worker: dispatcher → sender → token provider → HTTP client,
     with the flow controls the settings ask for (docs/flow-control.md)."""
@@ -66,4 +71,5 @@ def build_dispatcher(
         rate_limits=rate_limits,
         attempts=attempts,
     )
+    sender.tracing = tracing
     return Dispatcher(batching, connections, sender, clock, attempts, metrics)

@@ -3,6 +3,10 @@
 A *lane* is the unit of ordering: in strict ordering a lane is one connection and one
 partition, so that at most one request per partition is in flight and retries cannot reorder
 it; without strict ordering a lane is a whole connection.
+
+Raw payloads (`target.mode: raw`) are batched like envelopes, in lanes of their own (one flow
+per lane): the API has no batch of raw payloads, so the sender posts a raw batch's payloads one
+by one, in order, each to the single-message endpoint (connector.delivery.sender).
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from connector.records import SourceRecord
 
 #: b'{"messages":[' + b']}' around the comma-separated messages.
 FRAMING_BYTES = len(b'{"messages":[]}')
+#: Raw payloads in one raw batch at most. Each is a request of its own, so small groups let
+#: several request slots share a backlog (`ordering: none`) and keep a group's time in flight
+#: (what a rebalance waits for) short; a group still spares a thread and a loop turn per payload.
+MAX_RAW_GROUP = 50
 
 Lane = Hashable
 
@@ -28,17 +36,21 @@ class OutboundMessage:
     state: PartitionState
     mapping: str
     connection_id: str
+    #: A raw payload's dataflow (x-adobe-flow-id); None for an XDM envelope.
+    raw_flow_id: str | None = None
 
 
 @dataclass(slots=True)
 class Batch:
-    """Messages for one request, in the order they were added."""
+    """Messages for one request, in the order they were added. A raw batch (`raw_flow_id`)
+    holds raw payloads of one dataflow, each sent in a single-message request of its own."""
 
     lane: Lane
     connection_id: str
     created_at: float
     messages: list[OutboundMessage] = field(default_factory=list)
     size: int = FRAMING_BYTES  # the request body's size, framing and commas included
+    raw_flow_id: str | None = None
 
     def body(self) -> bytes:
         return b'{"messages":[' + b",".join([m.body for m in self.messages]) + b"]}"
@@ -82,7 +94,9 @@ class Batcher:
             closed.append(self._close(lane))
             batch = None
         if batch is None:
-            batch = Batch(lane, message.connection_id, self._clock())
+            batch = Batch(
+                lane, message.connection_id, self._clock(), raw_flow_id=message.raw_flow_id
+            )
             self._open[lane] = batch
             batch.size += size  # the first message needs no comma
         else:
@@ -90,7 +104,12 @@ class Batcher:
         batch.messages.append(message)
         self.buffered_records += 1
         self.buffered_bytes += size
-        if len(batch.messages) >= self.max_records or batch.size >= self.max_bytes:
+        count = len(batch.messages)
+        if (
+            count >= self.max_records
+            or batch.size >= self.max_bytes
+            or (count >= MAX_RAW_GROUP and batch.raw_flow_id is not None)
+        ):
             closed.append(self._close(lane))
         return closed
 

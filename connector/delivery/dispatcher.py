@@ -89,6 +89,8 @@ class Dispatcher:
             lane: Lane = (message.connection_id, topic, partition)
         else:
             lane = (message.connection_id,)
+        if message.raw_flow_id is not None:  # a dataflow's raw payloads: a lane of their own
+            lane = (lane, message.raw_flow_id)
         closed = self._batcher.add(lane, message)
         if closed:
             self._ready.extend(closed)

@@ -1,13 +1,15 @@
-"""Reading the API's answer to one batch request: pure logic, decided in this one place.
+"""Reading the API's answer to one request (a batch, or a raw payload's single-message request):
+pure logic, decided in this one place.
 
-`classify` returns one entry per message (None = accepted, a DeadLetter = rejected, TRANSIENT =
-this message failed transiently and is sent again) or raises the error class that says what to
-do with the whole request (see connector.errors).
+`classify` returns one entry per message (Accepted, with the API's identifiers of the message;
+a DeadLetter = rejected; TRANSIENT = this message failed transiently and is sent again) or raises
+the error class that says what to do with the whole request (see connector.errors).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
@@ -32,7 +34,20 @@ class Transient(Enum):
 
 
 TRANSIENT = Transient.TRANSIENT
-Outcome = DeadLetter | Transient | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An accepted message and how the Platform names it: the answer's batchId and the entry's
+    xactionId (None where the answer leaves one out), and when the answer was read (epoch ms,
+    the worker's clock). Delivery receipts carry them (connector/receipts.py)."""
+
+    batch_id: str | None
+    xaction_id: str | None
+    at_ms: int
+
+
+Outcome = DeadLetter | Transient | Accepted
 
 
 def rejection(status: int, message: str) -> DeadLetter:
@@ -51,7 +66,7 @@ def classify(
 ) -> list[Outcome]:
     """Per-message outcomes of a batch request of `count` messages, or raise what to do."""
     if 200 <= status < 300:
-        return _per_message(status, body, count)
+        return _per_message(status, body, count, int(now_epoch_s * 1000))
     message = api_message(body)
     if _transient(status):
         raise RetryableError(
@@ -73,7 +88,31 @@ def classify(
     raise HaltError(f"API answered unexpected status {status}: {message}")
 
 
-def _per_message(status: int, body: bytes, count: int) -> list[Outcome]:
+def classify_single(
+    status: int, body: bytes, retry_after: str | None, now_epoch_s: float
+) -> list[Outcome]:
+    """The outcome of a single-message request (a raw payload), or raise what to do. A 2xx
+    acknowledges the message only with the answer's `xactionId`, for the reason given at
+    `_per_message`; everything else reads as for a batch of one (400 and 413: rejected)."""
+    if 200 <= status < 300:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or not answer.get("xactionId"):
+            raise Unacknowledged(f"API answered {status} without an xactionId", status=status)
+        xaction_id = answer["xactionId"]
+        return [
+            Accepted(
+                None,
+                xaction_id if isinstance(xaction_id, str) else str(xaction_id),
+                int(now_epoch_s * 1000),
+            )
+        ]
+    return classify(status, body, retry_after, 1, now_epoch_s)
+
+
+def _per_message(status: int, body: bytes, count: int, now_ms: int) -> list[Outcome]:
     """Only one result per message, in request order, acknowledges anything: a success status
     alone may come from a proxy or a wrong base URL, and sending again risks duplicates, never
     loss."""
@@ -90,10 +129,13 @@ def _per_message(status: int, body: bytes, count: int) -> list[Outcome]:
         raise Unacknowledged(
             f"API answered {status} with {size} results for {count} messages", status=status
         )
-    return [_entry(entry) for entry in responses]
+    batch_id = parsed.get("batchId") if isinstance(parsed, dict) else None
+    if not isinstance(batch_id, str):
+        batch_id = None
+    return [_entry(entry, batch_id, now_ms) for entry in responses]
 
 
-def _entry(entry: object) -> Outcome:
+def _entry(entry: object, batch_id: str | None, now_ms: int) -> Outcome:
     """Documented `statusCode`, observed `status`, with or without an xactionId: all count."""
     if not isinstance(entry, dict):
         return rejection(400, f"unreadable response entry: {str(entry)[:100]}")
@@ -105,7 +147,8 @@ def _entry(entry: object) -> Outcome:
             return TRANSIENT
         text = entry.get("message") or entry.get("title") or entry.get("detail") or ""
         return rejection(code, str(text)[:API_MESSAGE_LIMIT] or f"HTTP {code}")
-    return None
+    xaction_id = entry.get("xactionId")
+    return Accepted(batch_id, xaction_id if isinstance(xaction_id, str) else None, now_ms)
 
 
 def _transient(status: int) -> bool:

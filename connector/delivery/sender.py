@@ -4,9 +4,11 @@ Runs in a request thread, one batch per thread. Transient failures are retried h
 with backoff: the batch's lane stays busy meanwhile, so later batches of the same partition
 cannot overtake it. A 413 (or a 400 on several messages) splits the batch in halves, sent in
 order; a 207 entry that failed transiently is sent again alone with the others of its kind.
-Authentication failures renew the token once, then halt. Each attempt first waits for the
-connection's rate limit, if one is set (ratelimit.py), and reports its outcome and round trip
-when concurrency adapts (concurrency.py).
+Authentication failures renew the token once, then halt. The payloads of a raw batch go one by
+one, in order, to the single-message endpoint with their dataflow's x-adobe-flow-id header:
+the API has no batch of raw payloads. Each attempt first waits for the connection's rate limit,
+if one is set (ratelimit.py), and reports its outcome and round trip when concurrency adapts
+(concurrency.py).
 
 `deliver` never raises the connector's errors: what became of each message comes back in a
 DeliveryResult, including the halves a split already got accepted when a later half is
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -29,7 +32,7 @@ from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
 from connector.delivery.concurrency import AttemptLog
-from connector.delivery.outcome import TRANSIENT, Outcome, classify
+from connector.delivery.outcome import TRANSIENT, Accepted, Outcome, classify, classify_single
 from connector.delivery.ratelimit import RateLimits
 from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
@@ -44,7 +47,12 @@ from connector.logs import get_logger
 from connector.metrics import Metrics
 from connector.settings import PlatformSettings
 
+if TYPE_CHECKING:
+    from connector.tracing.spans import Tracing
+
 log = get_logger("sender")
+
+FLOW_ID_HEADER = "x-adobe-flow-id"
 
 
 class Interrupted(Exception):
@@ -81,13 +89,19 @@ class DeliveryResult:
 
     `unfinished` messages were neither accepted nor rejected (cancelled, deadline, halt): their
     records stay uncommitted. `halt` says why the deployment looks wrong, if it does.
+    `acknowledgements[i]` is how the API named `accepted[i]` (for delivery receipts).
+    `attempts` counts the HTTP requests made (retries and split halves included) and
+    `last_status` is the status of the last answer (None: none came), for traces.
     """
 
     batch: Batch
     accepted: list[OutboundMessage] = field(default_factory=list)
+    acknowledgements: list[Accepted] = field(default_factory=list)
     rejected: list[tuple[OutboundMessage, DeadLetter]] = field(default_factory=list)
     unfinished: list[OutboundMessage] = field(default_factory=list)
     halt: str | None = None
+    attempts: int = 0
+    last_status: int | None = None
 
 
 class Sender:
@@ -125,12 +139,16 @@ class Sender:
         self._rng = rng or random.Random()
         self._rate_limits = rate_limits  # waited for before each attempt
         self._attempts = attempts  # each attempt's outcome, for adaptive concurrency
+        self.tracing: Tracing | None = None  # set when tracing is enabled
 
     def deliver(self, batch: Batch, ticket: Ticket | None = None) -> DeliveryResult:
         """Send `batch` until every message is accepted or rejected, or the ticket stops it."""
         ticket = ticket or Ticket()
         result = DeliveryResult(batch)
+        span = self.tracing.request(batch) if self.tracing is not None else None
         parts = [batch.messages]  # a stack; halves pushed second-half first to keep order
+        if batch.raw_flow_id is not None:  # a request per raw payload, first one on top
+            parts = [[message] for message in reversed(batch.messages)]
         try:
             while parts:
                 part = parts.pop()
@@ -149,6 +167,8 @@ class Sender:
             done = {id(m) for m in result.accepted}
             done.update(id(m) for m, _ in result.rejected)
             result.unfinished = [m for m in batch.messages if id(m) not in done]
+        if span is not None:
+            span.end(result)
         return result
 
     def _send_part(
@@ -159,9 +179,14 @@ class Sender:
         ticket: Ticket,
     ) -> None:
         """Send `messages` until each is accepted or rejected (recorded in `result`)."""
-        url = f"{self._base_url}/collection/batch/{connection_id}"
         pending = messages
-        body = _body(pending)
+        raw_flow_id = result.batch.raw_flow_id
+        if raw_flow_id is None:
+            url = f"{self._base_url}/collection/batch/{connection_id}"
+            body = _body(pending)
+        else:  # one raw payload: the API has no batch of them
+            url = f"{self._base_url}/collection/{connection_id}"
+            body = pending[0].body
         attempt = 0
         unacknowledged = 0
         renew = renewed = False
@@ -178,7 +203,13 @@ class Sender:
                     self._tokens.renew_after_rejection(headers)
                     renew = False
                 headers = {**self._headers, **self._tokens.headers()}
-                outcomes = self._post(connection_id, url, body, len(pending), headers, timeout)
+                if raw_flow_id is not None:  # the mapping's flow, whatever extra_headers say
+                    headers = {k: v for k, v in headers.items() if k.lower() != FLOW_ID_HEADER}
+                    headers[FLOW_ID_HEADER] = raw_flow_id
+                result.attempts += 1
+                outcomes = self._post(
+                    connection_id, url, body, len(pending), headers, timeout, result
+                )
                 self._health.answered()
                 pending = self._apply(pending, outcomes, attempt, result)
                 if not pending:
@@ -226,8 +257,9 @@ class Sender:
         """Record accepted and rejected messages; return those to send again."""
         again: list[OutboundMessage] = []
         for message, outcome in zip(pending, outcomes, strict=True):
-            if outcome is None:
+            if isinstance(outcome, Accepted):
                 result.accepted.append(message)
+                result.acknowledgements.append(outcome)
             elif outcome is TRANSIENT:
                 again.append(message)
             else:
@@ -286,6 +318,7 @@ class Sender:
         count: int,
         headers: dict[str, str],
         timeout: httpx.Timeout | None,
+        result: DeliveryResult,
     ) -> list[Outcome]:
         started = time.monotonic()
         attempt_started = self._clock()
@@ -312,12 +345,14 @@ class Sender:
         self._metrics.requests.labels(str(response.status_code)).inc()
         self._metrics.request_bytes.observe(len(body))
         self._metrics.request_records.observe(count)
+        result.last_status = response.status_code
+        retry_after = response.headers.get("retry-after")
+        if result.batch.raw_flow_id is not None:
+            return classify_single(
+                response.status_code, response.content, retry_after, self._wall_clock()
+            )
         return classify(
-            response.status_code,
-            response.content,
-            response.headers.get("retry-after"),
-            count,
-            self._wall_clock(),
+            response.status_code, response.content, retry_after, count, self._wall_clock()
         )
 
 

@@ -26,7 +26,14 @@ from typing import Final
 
 from connector.mapping import dates, paths, regexes, useragent
 from connector.mapping.errors import ExpressionError, MappingFailure, SourceError
-from connector.mapping.functions import FUNCTION_NAMES, FUNCTIONS, FunctionSpec, Runtime
+from connector.mapping.functions import (
+    FUNCTION_NAMES,
+    FUNCTIONS,
+    JAVA_BLANKS,
+    FunctionSpec,
+    Runtime,
+    user_agent,
+)
 from connector.mapping.limits import MappingLimits
 from connector.mapping.nodes import (
     ArrayLit,
@@ -42,6 +49,7 @@ from connector.mapping.nodes import (
 from connector.mapping.parser import RESERVED_WORDS
 from connector.mapping.values import (
     add,
+    clean,
     compare,
     divide,
     equal,
@@ -175,6 +183,7 @@ HELPERS: Final[dict[str, object]] = {
     "kafka_object": kafka_object,
     "lookup": paths.lookup,
     "MISSING": paths.MISSING,
+    "user_agent": user_agent,
 }
 
 
@@ -225,8 +234,11 @@ def comment(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Code:
     """A Python expression and what is known of its value: `kind` is "str", "bool", "int",
-    "list", "dict", "null" or "any"; `nonnull` whether it can be None; `small` whether it is
-    short whatever the record holds (Kafka position fields, literals)."""
+    "datetime", "list", "dict", "null" or "any"; `nonnull` whether it can be None; `small`
+    whether it is short whatever the record holds (Kafka position fields, literals);
+    `members`, for a list or dict display the generator wrote, its values (each as a name
+    that can be tested at run time, see needs_clean); `string_path`, for string methods on
+    a variable (see string_method), the variable, the methods' chain and the calls' chain."""
 
     text: str
     kind: str = "any"
@@ -234,6 +246,8 @@ class Code:
     small: bool = False
     literal: bool = False
     value: object = None
+    members: tuple[Code, ...] | None = None
+    string_path: tuple[str, str, str] | None = None
 
     @property
     def is_str(self) -> bool:
@@ -253,9 +267,58 @@ def _returns(spec: FunctionSpec) -> tuple[str, bool]:
 
 
 def _merge(first: Code, second: Code, text: str) -> Code:
+    """One of two values (iif): what is known of both; a display or null keeps the display's
+    members (a value that is not None is then the display)."""
     kinds = {first.kind, second.kind} - {"null"}
     kind = kinds.pop() if len(kinds) == 1 else "any"
-    return Code(text, kind, nonnull=first.nonnull and second.nonnull)
+    members = None
+    if first.kind == "null" or second.kind == "null":
+        members = second.members if first.kind == "null" else first.members
+    return Code(text, kind, nonnull=first.nonnull and second.nonnull, members=members)
+
+
+#: Kinds whose values clean() returns unchanged (ints: the functions returning them stay
+#: within 64 bits; int literals are checked where they are written).
+CLEAN_KINDS: Final = frozenset(["str", "bool", "int"])
+
+
+def needs_clean(code: Code) -> str | None:
+    """When the value of `code`, if not None, may need clean() (nulls, empty objects and
+    arrays, unsendable values removed): a Python condition, or None when it never does.
+    Decided at generation time for scalars of a clean kind and, through their members, for
+    the list and dict displays the generator writes; otherwise the value's own class."""
+    generic = "v.__class__ is not str"
+    if code.kind in CLEAN_KINDS and code.members is None:
+        return None
+    if not code.members:  # unknown, or an empty display (which cleans to None)
+        return generic
+    tests: list[str] = []
+    for member in code.members:
+        test = _member_needs_clean(member)
+        if test == "True":
+            return generic
+        if test is not None:
+            tests.append(test)
+    return " or ".join(tests) or None
+
+
+def _member_needs_clean(member: Code) -> str | None:
+    if member.literal:
+        return None if _clean_literal(member.value) else "True"
+    if member.members is not None:
+        return needs_clean(member)
+    if member.kind in CLEAN_KINDS:
+        return None if member.nonnull else f"{member.text} is None"
+    if member.text.isidentifier():
+        return f"{member.text}.__class__ is not str"
+    return "True"
+
+
+def _clean_literal(value: object) -> bool:
+    try:
+        return value is not None and clean(value) is value
+    except ExpressionError:
+        return False
 
 
 class ExpressionGenerator:
@@ -276,9 +339,34 @@ class ExpressionGenerator:
         self.star_refs: list[list[tuple[str | int, ...]]] = []  # split_stars() of [*] paths
         self.volatile = False  # uses uuid()/guid(): a new value at every evaluation
         self.heavy = False  # calls a function whose cost grows with its input
+        # Statements the caller writes before the expression (hoisting only): values that
+        # several fields share, e.g. a user agent parsed once per record.
+        self.setup: list[str] = []
 
     def problem(self, node: Node, message: str) -> None:
         self.problems.append(SourceError(message, node.line, node.column))
+
+    def display(self, items: list[Code], keys: list[Code] | None = None) -> Code:
+        """A list display, or with `keys` a dict display. A value that needs_clean cannot
+        judge from its code is bound to a name, which the test after it reads."""
+        texts: list[str] = []
+        members: list[Code] = []
+        for item in items:
+            if (
+                item.literal
+                or item.members is not None
+                or (item.kind in CLEAN_KINDS and item.nonnull)
+            ):
+                texts.append(item.text)
+                members.append(item)
+                continue
+            first, then = self.bind(item)
+            texts.append(first)
+            members.append(Code(then, item.kind, nonnull=item.nonnull))
+        if keys is None:
+            return Code(f"[{', '.join(texts)}]", "list", nonnull=True, members=tuple(members))
+        pairs = ", ".join(f"{k.text}: {t}" for k, t in zip(keys, texts, strict=True))
+        return Code("{" + pairs + "}", "dict", nonnull=True, members=tuple(members))
 
     def bind(self, code: Code) -> tuple[str, str]:
         """(first use, later uses) of a value read more than once: a variable as it is,
@@ -303,10 +391,14 @@ class ExpressionGenerator:
             return self.method(node)
         if isinstance(node, Member):
             target = self.expression(node.target)
+            if target.kind == "dict" and isinstance(node.key, str):  # the lookup get_member does
+                if target.nonnull:
+                    return Code(f"{_atom(target.text)}.get({node.key!r})")
+                first, then = self.bind(target)
+                return Code(f"(None if {first} is None else {then}.get({node.key!r}))")
             return Code(f"get_member({target.text}, {node.key!r})")
         if isinstance(node, ArrayLit):
-            items = ", ".join(self.expression(item).text for item in node.items)
-            return Code(f"[{items}]", "list", nonnull=True)
+            return self.display([self.expression(item) for item in node.items])
         raise AssertionError(f"unknown node {node!r}")  # pragma: no cover
 
     # --- field paths ------------------------------------------------------------------------
@@ -326,11 +418,9 @@ class ExpressionGenerator:
         if known is not None:
             return known
         if len(steps) == 1:
-            text = self.inline_read(base, steps, base_is_dict=base == "root")
-        else:
-            parent = self.hoisted(base, steps[:-1])
-            text = self.inline_read(parent, steps[-1:])
-        return self.src.define_read(base, steps, level, text)
+            return self.src.define_read(base, steps, level, base, parent_is_dict=base == "root")
+        parent = self.hoisted(base, steps[:-1])
+        return self.src.define_read(base, steps, level, parent)
 
     def inline_read(
         self, base: str, steps: tuple[str | int, ...], base_is_dict: bool = False
@@ -446,6 +536,9 @@ class ExpressionGenerator:
             self.volatile = True
         if node.name.startswith("ua_"):
             useragent.prepare()
+            shared = self.user_agent(node.name[3:], args[0])
+            if shared is not None:
+                return shared
         self.heavy = self.heavy or spec.heavy
         if all(isinstance(arg, Literal) for arg in node.args) and not spec.uses_runtime:
             if len(self.problems) == problems:
@@ -458,26 +551,40 @@ class ExpressionGenerator:
         text = f"{self.ns.function(spec)}({', '.join(a.text for a in args)})"
         return Code(text, kind, nonnull=nonnull)
 
+    def user_agent(self, attribute: str, value: Code) -> Code | None:
+        """`ua_os_name(x)`, `ua_agent_name(x)`, ...: the user agent in the variable x is
+        parsed once (a setup statement before the first field that reads it) and each
+        function reads one attribute of the result; None when x is not a variable."""
+        if not self.hoist or value.literal or not value.text.isidentifier():
+            return None
+        key = f"user_agent({value.text})"
+        agent = self.src.memo(key)
+        if agent is None:
+            agent = self.src.fresh("agent")
+            note = f"# parsed once for every ua_*({value.text})"
+            self.setup.append(f"{agent} = user_agent({value.text})  {note}")
+            self.src.add_memo(key, agent)
+            self.heavy = True
+        return Code(f"{agent}.{attribute}", "str")
+
     def special_call(self, node: Call, spec: FunctionSpec, args: list[Code]) -> Code | None:
         """Calls written out inline: object and array builders, hashes straight to hashlib."""
         name = node.name
         if name in ("to_object", "to_map") and all(
             a.literal and a.kind == "str" for a in args[0::2]
         ):
-            pairs = ", ".join(
-                f"{k.text}: {v.text}" for k, v in zip(args[0::2], args[1::2], strict=False)
-            )
-            return Code("{" + pairs + "}", "dict", nonnull=True)
+            return self.display(args[1::2], keys=args[0::2])
         if name == "to_array" and args[0].literal:
             values = args[1:]
             if args[0].value is True or all(v.nonnull for v in values):
-                return Code(f"[{', '.join(v.text for v in values)}]", "list", nonnull=True)
+                return self.display(values)
             return None
         if name in _HASHES and len(args) == 1:
             digest = f"hashlib_{name}"
             self.ns.values[digest] = getattr(hashlib, name)
             if args[0].is_str and args[0].nonnull:
-                return Code(f"{digest}({args[0].text}.encode()).hexdigest()", "str", nonnull=True)
+                text = _atom(args[0].text)
+                return Code(f"{digest}({text}.encode()).hexdigest()", "str", nonnull=True)
             first, then = self.bind(args[0])
             if args[0].is_str:
                 hexdigest = f"{digest}({then}.encode()).hexdigest()"
@@ -496,7 +603,17 @@ class ExpressionGenerator:
                     return None  # already reported by the literal check
                 rest = ", ".join(a.text for a in [args[0], Code(prepared), *args[2:]])
                 kind, nonnull = _returns(spec)
-                return Code(f"{self.ns.function(spec)}({rest})", kind, nonnull=nonnull)
+                call = f"{self.ns.function(spec)}({rest})"
+                value = args[0].text
+                if name == "dformat" and value.isidentifier():  # epoch ms: straight through
+                    self.ns.values["from_epoch_ms"] = dates.from_epoch_ms
+                    call = (
+                        f"({prepared}.format(from_epoch_ms({value})) "
+                        f"if {value}.__class__ is int else {call})"
+                    )
+                return Code(call, kind, nonnull=nonnull)
+        if name in _STRING_METHODS and len(args) == 1:
+            return self.string_method(spec, _STRING_METHODS[name], args[0])
         if name == "concat" and all(a.literal or a.text.isidentifier() for a in args):
             return self.concat(spec, args)
         if name == "is_empty" and args[0].text.isidentifier():
@@ -507,6 +624,27 @@ class ExpressionGenerator:
                 nonnull=True,
             )
         return None
+
+    def string_method(self, spec: FunctionSpec, method: str, arg: Code) -> Code:
+        """lower(x), trim(x), ...: the str method itself when x is a string; the library
+        function (which converts other values or rejects them) otherwise. On a variable the
+        test is written once for a chain: `lower(trim(x))` is `x.strip(...).lower()` when x
+        is a string, else `fn_lower(fn_trim(x))`."""
+        if "JAVA_BLANKS" in method:
+            self.ns.values["JAVA_BLANKS"] = JAVA_BLANKS
+        function = self.ns.function(spec)
+        if arg.string_path is not None or (arg.text.isidentifier() and not arg.is_str):
+            name, methods, calls = arg.string_path or (arg.text, arg.text, arg.text)
+            methods, calls = f"{methods}.{method}", f"{function}({calls})"
+            text = f"({methods} if {name}.__class__ is str else {calls})"
+            return Code(text, "str", string_path=(name, methods, calls))
+        if arg.is_str and arg.nonnull:
+            return Code(f"{_atom(arg.text)}.{method}", "str", nonnull=True)
+        first, then = self.bind(arg)
+        if arg.is_str:
+            return Code(f"(None if {first} is None else {then}.{method})", "str")
+        call = f"{function}({then})"
+        return Code(f"({then}.{method} if {first}.__class__ is str else {call})", "str")
 
     def concat(self, spec: FunctionSpec, args: list[Code]) -> Code:
         """concat() of strings as `+` (the usual case), else the library function; the
@@ -716,6 +854,23 @@ class ExpressionGenerator:
 
 
 _ARITHMETIC: Final = {"-": "subtract", "*": "multiply", "/": "divide", "mod": "modulo"}
+#: String functions written as the str method they are on a string.
+_STRING_METHODS: Final = {
+    "lower": "lower()",
+    "lcase": "lower()",
+    "upper": "upper()",
+    "ucase": "upper()",
+    "trim": "strip(JAVA_BLANKS)",
+    "ltrim": "lstrip(JAVA_BLANKS)",
+    "rtrim": "rstrip(JAVA_BLANKS)",
+}
+
+
+def _atom(text: str) -> str:
+    """An expression as an operand of `.`: parenthesized unless it is a name."""
+    return text if text.isidentifier() else f"({text})"
+
+
 _REGEX_FUNCTIONS: Final = frozenset(["explode", "extract_regex", "matches_regex"])
 
 
@@ -759,26 +914,68 @@ def _unknown_function(name: str) -> str:
 # --- function source -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One hoisted record read: `name = parent.get(step)` (or `parent[step]` for an index)."""
+
+    name: str
+    parent: str
+    step: str | int
+    parent_is_dict: bool  # `root` is a dict; other parents are checked
+
+
 @dataclass(slots=True)
 class _Frame:
-    """The function's top or one loop's body: record reads hoisted to its start (`prelude`),
-    then its statements."""
+    """The function's top or one loop's body: record reads hoisted to its start (the
+    prelude), then its statements."""
 
     base: int  # the indentation of the frame's first statements (and of its prelude)
     indent: int = 0
-    prelude: list[str] = field(default_factory=list)
     body: list[str] = field(default_factory=list)
     reads: dict[tuple[str, tuple[str | int, ...]], str] = field(default_factory=dict)
+    prelude: list[_Read] = field(default_factory=list)
+
+    def prelude_lines(self) -> list[str]:
+        """The hoisted reads in the order they were defined; the fields of one object are
+        read under one isinstance() check of it (a record may hold anything there)."""
+        pad = "    " * self.base
+        fields: dict[str, list[_Read]] = {}
+        for read in self.prelude:
+            if isinstance(read.step, str) and not read.parent_is_dict:
+                fields.setdefault(read.parent, []).append(read)
+        lines: list[str] = []
+        for read in self.prelude:
+            parent, step = read.parent, read.step
+            if isinstance(step, int):
+                lines.append(
+                    f"{pad}{read.name} = ({parent}[{step}] "
+                    f"if isinstance({parent}, list) and len({parent}) > {step} else None)"
+                )
+            elif read.parent_is_dict:
+                lines.append(f"{pad}{read.name} = {parent}.get({step!r})")
+            elif len(fields[parent]) == 1:
+                lines.append(
+                    f"{pad}{read.name} = ({parent}.get({step!r}) "
+                    f"if isinstance({parent}, dict) else None)"
+                )
+            elif fields[parent][0] is read:  # the first field of the object: read them all
+                lines.append(f"{pad}if isinstance({parent}, dict):")
+                lines += [f"{pad}    {f.name} = {parent}.get({f.step!r})" for f in fields[parent]]
+                lines.append(f"{pad}else:")
+                lines.append(f"{pad}    {' = '.join(f.name for f in fields[parent])} = None")
+        return lines
 
 
 class Source:
-    """The lines of one generated function: indentation, fresh names, and record reads
-    hoisted to the start of the function or loop body where their base is known."""
+    """The lines of one generated function: indentation, fresh names, record reads hoisted
+    to the start of the function or loop body where their base is known, and values
+    computed once per block (see `memo`)."""
 
     def __init__(self) -> None:
         self.frames = [_Frame(base=1, indent=1)]
         self._counters: dict[str, int] = {}
         self._names: set[str] = set()
+        self._memos: list[dict[str, str]] = [{}]  # one scope per open block
 
     @property
     def indent(self) -> int:
@@ -787,17 +984,28 @@ class Source:
     def line(self, text: str, extra: int = 0) -> None:
         self.frames[-1].body.append("    " * (self.indent + extra) + text)
 
+    def open_block(self) -> None:
+        """Indent the next lines (the body of an `if` the caller wrote)."""
+        self.frames[-1].indent += 1
+        self._memos.append({})
+
+    def close_block(self) -> None:
+        self.frames[-1].indent -= 1
+        self._memos.pop()
+
     def open_loop(self, header: str) -> None:
         self.line(header)
         self.frames.append(_Frame(base=self.indent + 1, indent=self.indent + 1))
+        self._memos.append({})
 
     def close_loop(self) -> None:
         frame = self.frames.pop()
-        self.frames[-1].body.extend(frame.prelude + frame.body)
+        self._memos.pop()
+        self.frames[-1].body.extend(frame.prelude_lines() + frame.body)
 
     def lines(self) -> list[str]:
         assert len(self.frames) == 1
-        return self.frames[0].prelude + self.frames[0].body
+        return self.frames[0].prelude_lines() + self.frames[0].body
 
     def fresh(self, prefix: str) -> str:
         count = self._counters.get(prefix, 0) + 1
@@ -807,22 +1015,42 @@ class Source:
     def temp(self) -> str:
         return self.fresh("t")
 
+    def memo(self, key: str) -> str | None:
+        """The variable holding the value `key` names, if a statement already computed it in
+        this block or an enclosing one (so it has run whenever the next line runs)."""
+        for scope in reversed(self._memos):
+            if key in scope:
+                return scope[key]
+        return None
+
+    def add_memo(self, key: str, variable: str) -> None:
+        self._memos[-1][key] = variable
+
     def read_var(self, base: str, steps: tuple[str | int, ...], level: int) -> str | None:
         """The variable holding `base` read along `steps`, defined once at the start of the
-        frame of `level` (0: the function, n: the n-th loop); the caller writes its value."""
+        frame of `level` (0: the function, n: the n-th loop)."""
         frame = self.frames[level] if level < len(self.frames) else None
         if frame is None:
             return None
         return frame.reads.get((base, steps))
 
-    def define_read(self, base: str, steps: tuple[str | int, ...], level: int, text: str) -> str:
+    def define_read(
+        self,
+        base: str,
+        steps: tuple[str | int, ...],
+        level: int,
+        parent: str,
+        parent_is_dict: bool = False,
+    ) -> str:
+        """A new variable for `base` read along `steps`: its last step read from `parent`,
+        the variable of the steps before it (or `base` itself)."""
         frame = self.frames[level]
         name = _read_name(base, steps)
         while name in self._names:
             name = f"{_read_name(base, steps)}_{self.fresh('_')[1:]}"
         self._names.add(name)
         frame.reads[(base, steps)] = name
-        frame.prelude.append("    " * frame.base + f"{name} = {text}")
+        frame.prelude.append(_Read(name, parent, steps[-1], parent_is_dict))
         return name
 
 

@@ -201,7 +201,7 @@ def _compiled_formatter(
 ) -> Callable[[datetime], str]:
     """One generated function for the whole pattern: literal text through repr(), common
     numeric letters as format specs, the others as calls of their prepared formatter."""
-    namespace: dict[str, object] = {}
+    namespace: dict[str, object] = {"UTC": UTC}
     parts: list[str] = []
     for index, (token, formatter) in enumerate(zip(tokens, formatters, strict=True)):
         if isinstance(token, str):
@@ -211,6 +211,8 @@ def _compiled_formatter(
         if inline is None:
             namespace[f"part{index}"] = formatter
             inline = f"part{index}(d)"
+            if token[0] == "X" or token == ("Z", 5):  # offset letters that write UTC as Z
+                inline = f"('Z' if d.tzinfo is UTC else {inline})"
         parts.append(inline)
     body = " + ".join(parts) if parts else "''"
     code = compile(f"def format_date(d):\n    return {body}\n", "<date pattern>", "exec")

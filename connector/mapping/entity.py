@@ -14,35 +14,45 @@ source `[*]` path (entries that read none, e.g. STATIC values, are repeated per 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from connector.mapping import paths
 from connector.mapping.codegen import (
+    Code,
     ExpressionGenerator,
     Namespace,
     Source,
     comment,
     compile_source,
     describe,
+    needs_clean,
 )
 from connector.mapping.errors import MappingFailure, SourceError, too_slow
 from connector.mapping.functions import Runtime
 from connector.mapping.nodes import Node
-from connector.mapping.values import clean
+from connector.mapping.values import INT_MAX, INT_MIN, clean, rfc3339
 
 StarSegments = list[tuple[str | int, ...]]
 Builder = Callable[..., object]
+Conversion = Callable[[object], object]
 
 #: What the generated function returns for a record the filter skipped.
 SKIPPED = object()
 
-#: Kinds of value that need no clean-up before they are written (see values.clean).
-_CLEAN_KINDS = frozenset(["str", "bool", "int"])
 #: What each declared type's conversion returns, when no clean-up is needed after it.
 _CONVERTED_KINDS = {"boolean": "bool", "string": "str", "date-time": "str", "date": "str"}
+#: The class of value each declared type's conversion returns unchanged.
+_UNCHANGED_CLASS = {"boolean": "bool", "integer": "int", "string": "str"}
+#: The conversions of a date (class datetime exactly) to the declared types that take one.
+_FROM_DATETIME = {"date-time": "rfc3339(v)", "date": "v.date().isoformat()"}
 
 _NO_STATIC = object()
+
+#: Prepared constants that --explain describes rather than prints.
+_DESCRIBED = {"JAVA_BLANKS": "the characters \\x00 to ' ' (what Java's String.trim() removes)"}
 
 
 @dataclass(slots=True)
@@ -245,6 +255,7 @@ class _Writer:
         self.ns.values.update(
             {
                 "clean": clean,
+                "rfc3339": rfc3339,
                 "too_slow": too_slow,
                 "clock": runtime.clock,
                 "SKIPPED": SKIPPED,
@@ -262,17 +273,18 @@ class _Writer:
             "# root: the record; meta: its Kafka metadata; ctx.field_error() records a field's",
             "# warning (or fails the record in strict mode).",
         ]
+        lines = self.src.lines()
+        used = set(re.findall(r"\w+", "\n".join(lines)))
         prepared = [
-            f"#   {key} = {comment(_short(repr(value)))}"
+            f"#   {key} = {_DESCRIBED.get(key) or comment(_short(repr(value)))}"
             for key, value in self.ns.values.items()
-            if key[:1].isupper() or key.startswith(("table", "K"))
+            if (key[:1].isupper() or key.startswith(("table", "K"))) and key in used
         ]
         if prepared:
             head += ["# Prepared constants:", *prepared]
         preamble = ["    root = ctx.root", "    meta = ctx.meta"]
         if self.uses_deadline:
             preamble.append("    deadline = ctx.deadline")
-        lines = self.src.lines()
         return "\n".join([*head, "def map_record(ctx):", *preamble, *lines, ""])
 
     def expressions(self, depth: int) -> ExpressionGenerator:
@@ -299,6 +311,8 @@ class _Writer:
         src.line(f"# filter: {comment(keep.text)}")
         if generator.heavy:
             self.budget_check("filter")
+        for statement in generator.setup:
+            src.line(statement)
         src.line("try:")
         src.line(f"    keep = {generator.condition(code)}")
         src.line("except Exception as exc:")
@@ -379,7 +393,7 @@ class _Writer:
         src.line(f"# {comment(node.prefix)}[*]: one element per element of the source array")
         src.line(f"{items} = {generator.read(base, prefix[-1], base_is_dict=level == 1)}")
         src.line(f"if isinstance({items}, list) and {items}:")
-        src.frames[-1].indent += 1
+        src.open_block()
         common = ""
         if shared:  # fields that are the same for every element: evaluated once
             common = src.fresh("common")
@@ -399,7 +413,7 @@ class _Writer:
         src.close_loop()
         src.line(f"if {array}:")
         src.line(f"    {attach(array)}")
-        src.frames[-1].indent -= 1
+        src.close_block()
 
     def leaf(self, item: Field, attach: Callable[[str], str], level: int) -> None:
         src = self.src
@@ -414,26 +428,63 @@ class _Writer:
         self.report(item.label, generator)
         if generator.heavy:
             self.budget_check(destination)
+        for statement in generator.setup:
+            src.line(statement)
         src.line("try:")
         src.line(f"    v = {code.text}")
-        kind = code.kind
         if item.convert is not None:
             assert item.type_name is not None
-            convert = "as_" + item.type_name.replace("-", "_")
-            self.ns.values[convert] = item.convert
-            src.line("    if v is not None:")
-            src.line(f"        v = {convert}(v)")
-            kind = _CONVERTED_KINDS.get(item.type_name, "any")
-            if kind not in _CLEAN_KINDS:
-                src.line("        if v.__class__ is not str:")
-                src.line("            v = clean(v)")
-        elif kind not in _CLEAN_KINDS:
-            src.line("    if v is not None and v.__class__ is not str:")
-            src.line("        v = clean(v)")
+            self.convert(item.type_name, item.convert, code)
+        else:
+            self.clean(code)
         src.line("except Exception as exc:")
         src.line(f"    v = ctx.field_error({destination!r}, exc)")
         src.line("if v is not None:")
         src.line(f"    {attach('v')}")
+
+    def convert(self, type_name: str, convert: Conversion, code: Code) -> None:
+        """`v` converted to its declared type, then made sendable where the type's values
+        may not be (numbers: non-finite, integers: beyond 64 bits)."""
+        src = self.src
+        function = "as_" + type_name.replace("-", "_")
+        self.ns.values[function] = convert
+        src.line("    if v is not None:")
+        if code.kind == "datetime" and type_name in _FROM_DATETIME:
+            self.ns.values["datetime"] = datetime
+            src.line("        if v.__class__ is datetime:")
+            src.line(f"            v = {_FROM_DATETIME[type_name]}")
+            src.line("        else:")
+            src.line(f"            v = {function}(v)")
+        elif type_name in _UNCHANGED_CLASS:  # the conversion returns such a value as it is
+            src.line(f"        if v.__class__ is not {_UNCHANGED_CLASS[type_name]}:")
+            src.line(f"            v = {function}(v)")
+        else:
+            src.line(f"        v = {function}(v)")
+        if type_name == "integer":
+            self.ns.values.update(INT_MIN=INT_MIN, INT_MAX=INT_MAX)
+            src.line("        if v.__class__ is not int or not INT_MIN <= v <= INT_MAX:")
+            src.line("            v = clean(v)")
+        elif type_name not in _CONVERTED_KINDS:
+            src.line("        if v.__class__ is not str:")
+            src.line("            v = clean(v)")
+
+    def clean(self, code: Code) -> None:
+        """`v` made sendable (no null, no empty object or array, dates as text), where what
+        is known of the expression leaves that open."""
+        src = self.src
+        if code.kind == "datetime":
+            self.ns.values["datetime"] = datetime
+            src.line("    if v.__class__ is datetime:")
+            src.line("        v = rfc3339(v)")
+            src.line("    elif v is not None and v.__class__ is not str:")
+            src.line("        v = clean(v)")
+            return
+        test = needs_clean(code)
+        if test is not None:
+            if not code.nonnull:
+                test = f"v is not None and {test if ' or ' not in test else f'({test})'}"
+            src.line(f"    if {test}:")
+            src.line("        v = clean(v)")
 
 
 def _store(var: str, key: str) -> Callable[[str], str]:

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Final
-from urllib.parse import quote_plus, unquote_plus, urlsplit
+from typing import Final, NoReturn
+from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import urlsplit as _cached_urlsplit
 
 import orjson
 
@@ -31,11 +32,14 @@ from connector.mapping import dates
 from connector.mapping.errors import ExpressionError
 from connector.mapping.limits import MappingLimits, bounded_cache
 from connector.mapping.regexes import Pattern, compile_pattern
-from connector.mapping.useragent import agent_info
+from connector.mapping.useragent import NO_AGENT, AgentInfo, agent_info
 from connector.mapping.values import compare, is_number, to_text, type_name
 
-_JAVA_BLANKS = "".join(chr(code) for code in range(33))  # what Java's String.trim() removes
+JAVA_BLANKS: Final = "".join(chr(code) for code in range(33))  # what Java's String.trim() removes
 _ABSENT: Final = object()  # an optional argument that was not written
+# Python's urlsplit keeps an unbounded-by-bytes LRU cache of its own (128 URLs of any length:
+# 400 KB URLs from records held 100 MB and more); the functions here cache in _split_url only.
+urlsplit = getattr(_cached_urlsplit, "__wrapped__", _cached_urlsplit)
 
 
 def _system_now_ms() -> int:
@@ -339,15 +343,15 @@ def right(value: object, size: object) -> object:
 
 
 def ltrim(value: object) -> object:
-    return None if value is None else _text(value, "ltrim").lstrip(_JAVA_BLANKS)
+    return None if value is None else _text(value, "ltrim").lstrip(JAVA_BLANKS)
 
 
 def rtrim(value: object) -> object:
-    return None if value is None else _text(value, "rtrim").rstrip(_JAVA_BLANKS)
+    return None if value is None else _text(value, "rtrim").rstrip(JAVA_BLANKS)
 
 
 def trim(value: object) -> object:
-    return None if value is None else _text(value, "trim").strip(_JAVA_BLANKS)
+    return None if value is None else _text(value, "trim").strip(JAVA_BLANKS)
 
 
 # --- regex -------------------------------------------------------------------------------
@@ -684,7 +688,7 @@ def str_to_object(value: object, value_delim: object = "=", field_delim: object 
     for item in text.split(fdel):
         if vdel in item:
             key, val = item.split(vdel, 1)
-            out[key.strip(_JAVA_BLANKS)] = val.strip(_JAVA_BLANKS)
+            out[key.strip(JAVA_BLANKS)] = val.strip(JAVA_BLANKS)
     return out
 
 
@@ -940,7 +944,7 @@ def _to_float(value: object, what: str) -> object:
             f"{what}: expected a number or a numeric string, got {type_name(value)}"
         )
     try:
-        result = float(value.strip(_JAVA_BLANKS) if isinstance(value, str) else value)
+        result = float(value.strip(JAVA_BLANKS) if isinstance(value, str) else value)
     except (ValueError, OverflowError):
         raise ExpressionError(f"{what}: the string is not a number") from None
     if result != result or result in (float("inf"), float("-inf")):
@@ -973,6 +977,31 @@ def _ua(attribute: str) -> Callable[[object], object]:
         return getattr(agent_info(_text(value, "user agent")), attribute)
 
     return read
+
+
+class UnreadableAgent:
+    """A user-agent value that is not text (an object, an array): reading any of its
+    attributes raises the error each ua_* function raises for it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise self.error.with_traceback(None)
+
+
+def user_agent(value: object) -> AgentInfo | UnreadableAgent:
+    """What every ua_* function of one value reads, computed once: generated code calls
+    this once per record and value and reads `.os_name`, `.agent_name`, ... from it. Never
+    raises: an error is kept for each field that reads the value to report it."""
+    if value is None:
+        return NO_AGENT
+    try:
+        return agent_info(value if isinstance(value, str) else _text(value, "user agent"))
+    except Exception as exc:
+        return UnreadableAgent(exc)
 
 
 # --- load-time checks on literal arguments -------------------------------------------------

@@ -196,9 +196,10 @@ class _FileLoader:
         validator = self.validator(data, entries, document)
         if model is None or self.problems:
             raise self.fail()
-        target = self.target(model, set_schema_ref)
+        raw = model.target.mode == "raw"
+        target = None if raw else self.target(model, set_schema_ref)
         schema_path = self.schema_path(model)
-        if self.problems or target is None:
+        if self.problems or (target is None and not raw):
             raise self.fail()
         source = model.source
         return CompiledMapping(
@@ -216,12 +217,14 @@ class _FileLoader:
             source=program.source,
             notices=tuple(program.notices),
             validator=validator,
+            raw_flow_id=model.target.flowId if raw else None,
         )
 
     def target(
         self, model: MappingFileModel, set_schema_ref: SchemaRefModel | None
     ) -> EnvelopeTarget | None:
         target = model.target
+        assert target.datasetId is not None  # required in xdm mode (TargetModel)
         schema_ref = target.schemaRef or set_schema_ref
         if schema_ref is None:
             self.report("target.schemaRef is missing (and no mapping set gives outputSchema)")

@@ -3,6 +3,9 @@
 `apply` runs the function generated at load time (filter, then the entity) and never raises
 anything but MappingFailure, whatever the record holds; `envelope` wraps an entity into the
 Platform message bytes with constant parts encoded once.
+
+A raw mapping (`target.mode: raw`, docs/raw-payloads.md) has no entity: `apply` runs only the
+filter and hands back the decoded record itself, which `envelope` encodes as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from connector.envelope import Envelope, EnvelopeTarget
+from connector.envelope import Envelope, EnvelopeTarget, encode_raw
 from connector.mapping import dates, paths
 from connector.mapping.compiler import Ctx, ExpressionCompiler, describe
 from connector.mapping.entity import SKIPPED, Builder, Field, FilterSpec
@@ -189,7 +192,10 @@ def compile_filter(text: str, runtime: Runtime, where: str) -> tuple[FilterSpec 
 class CompiledMapping:
     """A mapping file compiled into one generated function; cheap to call for every record.
     `source` is that function's Python source (`aep-connector map --explain`); `notices`
-    are what loading found worth telling (e.g. regexes that RE2 cannot run)."""
+    are what loading found worth telling (e.g. regexes that RE2 cannot run).
+
+    `raw_flow_id` is set for a raw mapping (`target` is then None): its messages are the
+    records themselves, sent one per request with this dataflow's x-adobe-flow-id header."""
 
     def __init__(
         self,
@@ -202,13 +208,16 @@ class CompiledMapping:
         schema_path: Path | None,
         strict: bool,
         connection_id: str | None,
-        target: EnvelopeTarget,
+        target: EnvelopeTarget | None,
         build: Builder,
         runtime: Runtime,
         source: str = "",
         notices: tuple[str, ...] = (),
         validator: EntityValidator | None = None,
+        raw_flow_id: str | None = None,
     ) -> None:
+        if (target is None) == (raw_flow_id is None):
+            raise ValueError("a mapping has either an envelope target or a raw flow id")
         self.name = name
         self.path = path
         self.source_topics = source_topics
@@ -222,11 +231,14 @@ class CompiledMapping:
         self.notices = notices
         #: The target schema's per-record check (`validate.schema`), None when not configured.
         self.validator = validator
+        self.raw_flow_id = raw_flow_id
         self._topics = frozenset(source_topics)
         self._build = build
         self._clock = runtime.clock
         self._budget_s = runtime.limits.budget_s
-        self._envelope = Envelope(target)
+        self._encode: Callable[[dict[str, object], int], bytes] = (
+            encode_raw if target is None else Envelope(target).encode
+        )
 
     def __repr__(self) -> str:
         return f"CompiledMapping(name={self.name!r}, path={self.path})"
@@ -252,6 +264,8 @@ class CompiledMapping:
             raise MappingFailure(f"unexpected {type(exc).__name__} while mapping") from exc
         if entity is SKIPPED:
             return MapResult(None, ctx.warnings)
+        if self.raw_flow_id is not None:  # the filter let it through: the record is the message
+            return MapResult(value, ctx.warnings)
         if not isinstance(entity, dict):
             first = f"; first field error: {ctx.warnings[0]}" if ctx.warnings else ""
             raise MappingFailure(
@@ -260,5 +274,6 @@ class CompiledMapping:
         return MapResult(entity, ctx.warnings)
 
     def envelope(self, entity: dict[str, object], created_at_ms: int) -> bytes:
-        """The Platform message for `entity`, serialized once (see connector.envelope)."""
-        return self._envelope.encode(entity, created_at_ms)
+        """The Platform message for `entity`, serialized once (see connector.envelope); for a
+        raw mapping, the record itself as JSON."""
+        return self._encode(entity, created_at_ms)

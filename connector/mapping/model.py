@@ -60,13 +60,43 @@ class SourceModel(_Model):
         return self
 
 
+#: `target.mode`: `xdm` wraps each entity in the Platform's envelope; `raw` sends the decoded
+#: record itself to an HTTP API source dataflow, which maps it in the Platform.
+TargetMode = Literal["xdm", "raw"]
+#: Target keys that describe the XDM envelope, so have no use in raw mode.
+ENVELOPE_TARGET_KEYS = ("datasetId", "schemaRef", "imsOrgId", "sourceName")
+
+
 class TargetModel(_Model):
+    mode: TargetMode = "xdm"
     connectionId: str | None = Field(default=None, min_length=1)
-    datasetId: str = Field(min_length=1)
+    datasetId: str | None = Field(default=None, min_length=1)
     schemaRef: SchemaRefModel | None = None
     imsOrgId: str | None = Field(default=None, min_length=1)
     flowId: str | None = Field(default=None, min_length=1)
     sourceName: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _keys_of_the_mode(self) -> TargetModel:
+        if self.mode == "xdm":
+            if self.datasetId is None:
+                raise ValueError("target.datasetId is required (the dataset the envelope names)")
+            return self
+        problems = []
+        if self.flowId is None:
+            problems.append(
+                "target.flowId is required with target.mode raw (sent as the x-adobe-flow-id "
+                "header: the dataflow that maps the payload)"
+            )
+        unused = [key for key in ENVELOPE_TARGET_KEYS if getattr(self, key) is not None]
+        if unused:
+            problems.append(
+                f"target.{', target.'.join(unused)}: not used with target.mode raw (there is no "
+                "envelope; the dataflow decides the dataset and schema)"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ValidateModel(_Model):
@@ -91,9 +121,23 @@ class MappingFileModel(_Model):
 
     @model_validator(mode="after")
     def _one_entry_source(self) -> MappingFileModel:
+        if self.target.mode == "raw":
+            # The record is sent as it is: only the filter still applies (see docs/raw-payloads.md).
+            given = [key for key in RAW_UNUSED_KEYS if key in self.model_fields_set]
+            if given:
+                names = ", ".join("validate" if key == "validate_" else key for key in given)
+                raise ValueError(
+                    f"{names}: not used with target.mode raw (the record is sent as it is and "
+                    "the dataflow in the Platform maps it; only `filter` applies)"
+                )
+            return self
         if (self.mappings is None) == (self.mappingSet is None):
             raise ValueError("give exactly one of mappings and mappingSet")
         return self
+
+
+#: File keys that shape or check an XDM entity, so have no use in raw mode.
+RAW_UNUSED_KEYS = ("mappings", "mappingSet", "types", "strict", "validate_")
 
 
 class EntryModel(_Model):

@@ -66,7 +66,11 @@ class AgentInfo:
     agent_name: str | None
     agent_version: str | None
     agent_version_major: str | None
-    device_class: str
+    device_class: str | None  # None only for NO_AGENT
+
+
+#: What every ua_* function gives for a null user agent.
+NO_AGENT = AgentInfo(None, None, None, None, None, None, None, None)
 
 
 _resolver: Resolver | None = None

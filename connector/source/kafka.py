@@ -19,6 +19,7 @@ from connector.records import SourceRecord
 from connector.settings import Settings
 
 log = get_logger("source")
+_CLIENT_LOG = get_logger("librdkafka")
 
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
 
@@ -53,6 +54,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # default, 1 s, is longer than the worker takes to empty 16 MB: the worker sat idle
         # until the next fetch (see the performance notes in docs/).
         "fetch.queue.backoff.ms": 20,
+        # librdkafka's own log lines go through the worker's logging (JSON or text, one
+        # stream), not raw to stderr; they are served by the consume() and poll() calls.
+        "logger": _CLIENT_LOG,
         **kafka.properties,
         **{k: v.get_secret_value() for k, v in kafka.secret_properties.items()},
     }

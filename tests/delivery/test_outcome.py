@@ -7,6 +7,7 @@ import pytest
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.outcome import (
     TRANSIENT,
+    Accepted,
     api_message,
     classify,
     parse_retry_after,
@@ -21,6 +22,11 @@ from connector.errors import (
 )
 
 NOW = 1_700_000_000.0
+NOW_MS = 1_700_000_000_000
+
+
+def accepted(xaction_id: str | None, batch_id: str | None = "1:2:3") -> Accepted:
+    return Accepted(batch_id, xaction_id, NOW_MS)
 
 
 def body207(*entries: str) -> bytes:
@@ -42,17 +48,29 @@ def test_207_all_three_rejection_shapes_matched_by_position() -> None:
     )
     outcomes = classify(207, body, None, 5, NOW)
     assert outcomes == [
-        None,
+        accepted("1:2:3:0"),
         rejection(400, "documented shape"),
         rejection(400, "observed shape"),
         rejection(422, "with an xactionId"),
-        None,
+        accepted("1:2:3:4"),
     ]
+
+
+def test_accepted_entries_carry_the_batch_id_and_their_own_xaction_id() -> None:
+    """What delivery receipts record: the API's names, as given, never made up."""
+    body = b'{"batchId":"b-7","responses":[{"xactionId":"x:0"},{},{"xactionId":42}]}'
+    assert classify(207, body, None, 3, NOW) == [
+        accepted("x:0", "b-7"),
+        accepted(None, "b-7"),  # accepted without an xactionId: still accepted
+        accepted(None, "b-7"),  # not a string: not an identifier
+    ]
+    without_batch = classify(207, b'{"responses":[{"xactionId":"x:0"}]}', None, 1, NOW)
+    assert without_batch == [accepted("x:0", None)]
 
 
 def test_rejections_are_dead_letters_of_the_api_stage() -> None:
     (letter,) = classify(207, body207('{"status":400,"message":"bad field"}'), None, 1, NOW)
-    assert letter is not None
+    assert not isinstance(letter, Accepted)
     assert letter is not TRANSIENT
     assert (letter.stage, letter.error_class, letter.status) == ("api", "api_rejected", 400)
     assert letter.api_message == "bad field"
@@ -65,7 +83,7 @@ def test_207_entries_that_failed_transiently_are_retried_not_dead_lettered(
 ) -> None:
     entry = f'{{"status":{status if isinstance(status, int) else chr(34) + status + chr(34)}}}'
     body = body207('{"xactionId":"a"}', entry, '{"statusCode":400,"message":"bad"}')
-    assert classify(207, body, None, 3, NOW) == [None, TRANSIENT, rejection(400, "bad")]
+    assert classify(207, body, None, 3, NOW) == [accepted("a"), TRANSIENT, rejection(400, "bad")]
 
 
 def test_207_with_the_wrong_number_of_entries_acknowledges_nothing() -> None:
@@ -87,7 +105,7 @@ def test_a_success_without_per_message_results_acknowledges_nothing(
 
 def test_a_200_with_one_result_per_message_is_read_like_a_207() -> None:
     body = body207('{"xactionId":"a"}', '{"status":400,"message":"no"}')
-    assert classify(200, body, None, 2, NOW) == [None, rejection(400, "no")]
+    assert classify(200, body, None, 2, NOW) == [accepted("a"), rejection(400, "no")]
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])

@@ -58,6 +58,7 @@ def make_sender(
     auth: AuthSettings | None = None,
     clock: Clock | None = None,
     max_unacknowledged: int = 5,
+    wall_clock: Callable[[], float] = lambda: 1_700_000_000.5,
 ) -> tuple[Sender, Metrics, TokenProvider]:
     metrics = Metrics()
     http = httpx.Client(transport=httpx.MockTransport(handler))
@@ -74,6 +75,7 @@ def make_sender(
         metrics,
         ApiHealth(clock),
         max_unacknowledged=max_unacknowledged,
+        wall_clock=wall_clock,
         clock=clock,
         rng=random.Random(0),
     )
@@ -423,3 +425,35 @@ def test_retries_are_logged_without_payloads(caplog: pytest.LogCaptureFixture) -
     assert fields["reason"] == "503"
     assert fields["messages"] == 2
     assert '"n"' not in caplog.text
+
+
+def test_each_accepted_message_keeps_the_ids_of_the_answer_that_accepted_it() -> None:
+    """Receipts name the request that acknowledged a message: after a split and a partial
+    retry, each message carries its own answer's batchId and xactionId."""
+    requests = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        offsets = [m["n"] for m in orjson.loads(request.content)["messages"]]
+        requests["n"] += 1
+        batch_id = f"batch-{requests['n']}"
+        if len(offsets) > 2:
+            return httpx.Response(413)
+        responses = [
+            {"status": 503} if n == 1 and requests["n"] == 2 else {"xactionId": f"{batch_id}:{i}"}
+            for i, n in enumerate(offsets)
+        ]
+        return httpx.Response(207, json={"batchId": batch_id, "responses": responses})
+
+    sender, _, _ = make_sender(handler, wall_clock=lambda: 1_700_000_000.5)
+    result = sender.deliver(batch(4))
+    named = {
+        m.record.offset: (a.batch_id, a.xaction_id, a.at_ms)
+        for m, a in zip(result.accepted, result.acknowledgements, strict=True)
+    }
+    at = 1_700_000_000_500
+    assert named == {
+        0: ("batch-2", "batch-2:0", at),  # 1: the whole batch (413); 2: the first half
+        1: ("batch-3", "batch-3:0", at),  # 503 in batch-2: sent again alone
+        2: ("batch-4", "batch-4:0", at),
+        3: ("batch-4", "batch-4:1", at),
+    }

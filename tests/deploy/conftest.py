@@ -69,6 +69,11 @@ class Rendered:
         return found[0]
 
     @property
+    def mapping_configmaps(self) -> list[dict[str, Any]]:
+        """The ConfigMaps of mapping files (not the Grafana dashboard's)."""
+        return [c for c in self.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-mappings")]
+
+    @property
     def kinds(self) -> set[str]:
         return {d["kind"] for d in self.docs}
 

@@ -37,6 +37,7 @@ KUBE_SCHEMA_VERSIONS = ("1.25.0", "1.37.0")
 CUSTOM_RESOURCES = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),  # tests/deploy/test_monitoring.py
 }
 BASE_KINDS = {"Deployment", "ConfigMap", "Service", "ServiceAccount"}
 EXPECTED_KINDS = {
@@ -44,6 +45,7 @@ EXPECTED_KINDS = {
     "existing-secret": BASE_KINDS,
     "hpa": BASE_KINDS | {"HorizontalPodAutoscaler", "PodDisruptionBudget"},
     "full": BASE_KINDS | {"Secret", "PodDisruptionBudget", "ScaledObject", "ServiceMonitor"},
+    "monitoring": BASE_KINDS | {"ServiceMonitor", "PrometheusRule"},
 }
 SETTING_ENV_NAMES = {env_var_name(path) for path, *_ in iter_fields()}
 
@@ -302,7 +304,7 @@ def test_mappings_mounted_read_only_where_the_worker_reads(chart: Helm, scenario
     assert mounts["mappings"]["readOnly"] is True
     assert mounts["mappings"]["mountPath"] == rendered.env["AEP_CONNECTOR_MAPPINGS_DIR"]["value"]
     sources = [s["configMap"]["name"] for s in volumes["mappings"]["projected"]["sources"]]
-    configmaps = [c["metadata"]["name"] for c in rendered.of_kind("ConfigMap")]
+    configmaps = [c["metadata"]["name"] for c in rendered.mapping_configmaps]
     values = yaml.safe_load(scenario_file(scenario).read_text(encoding="utf-8"))
     extra = [values["existingMappingsConfigMap"]] if values.get("existingMappingsConfigMap") else []
     assert sources == configmaps + extra
@@ -437,9 +439,7 @@ def test_rendered_environment_is_a_valid_worker_configuration(
 def test_rendered_mappings_load_in_the_worker(chart: Helm, scenario: str, tmp_path: Path) -> None:
     """The ci/ mappings, as the ConfigMap delivers them, compile with the worker's loader."""
     rendered = chart.scenario(scenario)
-    files = {
-        name: text for cm in rendered.of_kind("ConfigMap") for name, text in cm["data"].items()
-    }
+    files = {name: text for cm in rendered.mapping_configmaps for name, text in cm["data"].items()}
     assert files, "every scenario here ships inline mappings"
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")

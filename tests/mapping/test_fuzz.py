@@ -4,6 +4,8 @@ records. Whatever they hold, evaluation raises only the project's own errors."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +33,7 @@ _values = st.recursive(
 _records = st.fixed_dictionaries({}, optional={k: _values for k in ("a", "b", "c", "items")})
 _literals = st.one_of(
     st.integers(min_value=0, max_value=10**6).map(str),
-    st.sampled_from(['"x"', '"a,b"', '"yyyy-MM-dd"', '"(\\\\d+)"', "true", "null", "1.5"]),
+    st.sampled_from(['"x"', '"a,b"', '"yyyy-MM-dd"', '"(\\\\d+)"', "true", "null", "1.5", "0"]),
 )
 
 
@@ -73,3 +75,35 @@ def test_expressions_raise_only_our_errors(source: str, record: dict[str, object
         ctx.bound = tuple([{"x": record.get("a")}] * depth)
         with contextlib.suppress(ExpressionError, MappingFailure):  # ours; anything else fails
             evaluate(ctx)
+
+
+_OPERATORS = ["+", "-", "*", "/", "mod", "div", "==", "!=", "<", ">=", "and", "or"]
+_OPERANDS = [*FIELDS, "0", "0.0", "-7", "1.5", '"3"', '"x"', "null", "true"]
+
+
+def _operator_expressions() -> list[tuple[str, Callable[[Ctx], object]]]:
+    """Every operator between every pair of operands, compiled once."""
+    compiled = []
+    for op, left, right in itertools.product(_OPERATORS, _OPERANDS, _OPERANDS):
+        source = f"{left} {op} {right}"
+        compiler = ExpressionCompiler(RUNTIME, 0)
+        evaluate = compiler.compile(parse_expression(source, frozenset(FUNCTIONS)))
+        if not compiler.problems:  # [*] outside an array destination
+            compiled.append((source, evaluate))
+    return compiled
+
+
+_OPERATIONS = _operator_expressions()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(record=_records)
+def test_operators_raise_only_our_errors(record: dict[str, object]) -> None:
+    # Every operator on every pair of values: zeros, nulls, objects, huge numbers, strings.
+    for source, evaluate in _OPERATIONS:
+        try:
+            evaluate(Ctx(record, META, strict=False))
+        except (ExpressionError, MappingFailure):
+            pass
+        except Exception as exc:
+            raise AssertionError(f"{source}: {type(exc).__name__}") from exc

@@ -134,7 +134,7 @@ def test_missing_directory(tmp_path: Path) -> None:
         ({"source": {"topicPattern": "("}}, "not a valid regex"),
         ({"source": {"topics": ["a"], "format": "avro-schema"}}, "needs source.schema"),
         ({"source": {"topics": ["a"], "format": "xml"}}, "source.format"),
-        ({"target": {"schemaRef": {"id": "x"}}}, "target.datasetId (line 5): Field required"),
+        ({"target": {"schemaRef": {"id": "x"}}}, "target (line 5): target.datasetId is required"),
         ({"target": {"datasetId": "d"}}, "target.schemaRef is missing"),
         ({"strict": "yes"}, "strict (line"),
         ({"mappingSet": "set.json"}, "exactly one of mappings and mappingSet"),

@@ -128,7 +128,10 @@ class FakeBroker:
         self._rebalance(member.group)
 
     def _leave(self, member: FakeConsumer) -> None:
-        self.members[member.group].remove(member)
+        members = self.members.get(member.group, [])
+        if member not in members:  # closed without ever subscribing, as librdkafka allows
+            return
+        members.remove(member)
         self._rebalance(member.group)
 
     def _rebalance(self, group: str) -> None:

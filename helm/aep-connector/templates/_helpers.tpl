@@ -152,6 +152,28 @@ applies.
 {{- end }}
 
 {{/*
+The OpenTelemetry SDK's variables (values `tracing`) as env entries, when config.tracing.enabled.
+*/}}
+{{- define "aep-connector.tracingEnv" -}}
+{{- $enabled := (.Values.config.tracing | default dict).enabled }}
+{{- if $enabled }}
+{{- $tracing := .Values.tracing | default dict }}
+- name: OTEL_SERVICE_NAME
+  value: {{ $tracing.serviceName | default (include "aep-connector.fullname" .) | quote }}
+{{- range $name, $value := dict "OTEL_EXPORTER_OTLP_ENDPOINT" $tracing.otlpEndpoint "OTEL_TRACES_SAMPLER" $tracing.sampler "OTEL_TRACES_SAMPLER_ARG" $tracing.samplerArg }}
+{{- if $value }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := $tracing.env }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The ops port (config.ops.port, default 8080).
 */}}
 {{- define "aep-connector.opsPort" -}}
@@ -205,5 +227,8 @@ Checks of relations between values that values.schema.json cannot express.
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs service.enabled: the ServiceMonitor scrapes the Service" }}
+{{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.prometheusRule.selector) (not .Values.serviceMonitor.enabled) }}
+{{- fail "prometheusRule.enabled needs serviceMonitor.enabled, or prometheusRule.selector set to the labels your Prometheus gives this release's series: without either the alerts would select nothing" }}
 {{- end }}
 {{- end }}

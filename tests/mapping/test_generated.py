@@ -1,0 +1,286 @@
+"""What the generated function shares and skips gives exactly what each field computed on its
+own gives: a user agent parsed once per record for every ua_* field, the fields of an object
+read under one check, str methods written inline, clean() left out where the generator knows
+the value is clean, declared types converted only when they must be."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connector.mapping import CompiledMapping, MappingFailure, load_mapping_file
+from connector.mapping import functions as library
+from connector.mapping.codegen import describe, get_member
+from connector.mapping.compiler import Ctx, ExpressionCompiler
+from connector.mapping.dates import pattern
+from connector.mapping.functions import FUNCTION_NAMES
+from connector.mapping.mapping import FIELD_TYPES
+from connector.mapping.parser import parse_expression
+from connector.mapping.values import clean
+from tests.mapping.support import DEFAULTS, META, RUNTIME, base_mapping, evaluate, write_mapping
+
+IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 5_1_1 like Mac OS X) AppleWebKit/534.46"
+FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSX"
+
+# (expression, declared type): each field is written to its own top-level key, so the
+# generated function evaluates them in this order and its warnings follow it.
+FIELDS: list[tuple[str, str | None]] = [
+    ("ua_os_name(d.ua)", None),
+    ("ua_agent_name(d.ua)", None),
+    ('iif(d.s == "x", ua_os_version(d.ua), null)', None),  # the parse is shared from a branch
+    ("decode(ua_device_class(d.ua), 'Phone', 'mobile', 'Desktop', 'desktop')", None),
+    ("ua_agent_version(lower(d.ua))", None),  # not a variable: not shared
+    ("ua_os_name(d.s)", None),
+    ("lower(trim(d.s))", None),
+    ("upper(d.s)", None),
+    ("rtrim(ltrim(d.n))", None),
+    ("trim(d.s + d.ua)", None),
+    ('to_array(false, to_object("id", d.s, "k", "lit", "n", d.n))', None),
+    ('to_object("a", lower(d.s), "b", d.y.z)', None),
+    ('iif(is_empty(d.s), null, to_array(true, d.s, d.n, "c"))', None),
+    ("[d.n, 2, d.s]", None),
+    ("to_array(true, d.s, null)", None),  # a null member: always cleaned
+    ("date(d.t)", None),
+    ("date(d.t)", "date"),
+    ("date(d.t)", "date-time"),
+    (f'dformat(d.n, "{FORMAT}")', None),
+    ("d.n", "integer"),
+    ("d.n", "number"),
+    ("d.s", "boolean"),
+    ("d.n", "string"),
+    ('get_url_query_str(d.url, "remove").q', None),
+    ("get_url_query_str(d.url).q", None),
+    ("d.y.z", None),
+    ("d.y", None),
+]
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from(
+        [
+            IPHONE,
+            "curl/8.0",
+            "  Yes ",
+            "\x00 a\x1f",  # Java's trim() removes these blanks (str.strip() does too)
+            "\u00a0b\u2003",  # ... but not these (str.strip() would)
+            "yes",
+            "x",
+            "2019-10-23T11:24:35.5+02:00",
+            "2019-10-23",
+            "https://a.example/p?q=1&r=2#frag",
+            "https://a.example/p#only",
+            "not a url",
+            "1571829875000",
+            " 42 ",
+        ]
+    )
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["z", "q", "k"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_dates = st.datetimes(timezones=st.just(UTC)) | st.datetimes()  # Avro timestamps, naive too
+_inner = st.fixed_dictionaries(
+    {},
+    optional={
+        "ua": _values,
+        "s": _values,
+        "n": _values | st.integers(min_value=0, max_value=2**45),
+        "t": _values | _dates,
+        "url": _values,
+        "y": _values,
+    },
+)
+_records = st.fixed_dictionaries({}, optional={"d": _inner | _values})
+
+
+def _mapping(directory: Path, strict: bool) -> CompiledMapping:
+    entries: list[dict[str, Any]] = [
+        {"sourceType": "EXPRESSION", "source": source, "destination": f"o{i}"}
+        | ({"type": kind} if kind else {})
+        for i, (source, kind) in enumerate(FIELDS)
+    ]
+    entries.append({"sourceType": "STATIC", "source": "x", "destination": "always"})
+    path = write_mapping(directory, base_mapping(entries, strict=strict), f"m{strict}.yaml")
+    return load_mapping_file(path, DEFAULTS, runtime=RUNTIME)
+
+
+@pytest.fixture(scope="module")
+def mappings(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, CompiledMapping]:
+    directory = tmp_path_factory.mktemp("generated")
+    return {strict: _mapping(directory, strict) for strict in (False, True)}
+
+
+_ALONE = []
+for _source, _kind in FIELDS:
+    _compiler = ExpressionCompiler(RUNTIME, 0)
+    _ALONE.append(_compiler.compile(parse_expression(_source, FUNCTION_NAMES)))
+    assert not _compiler.problems, _source
+
+
+def each_field_alone(record: dict[str, object]) -> tuple[dict[str, object], list[str]]:
+    """The entity and warnings field by field: each expression compiled on its own (no
+    shared parse, no hoisted reads), then the declared type and clean() as documented."""
+    entity: dict[str, object] = {}
+    warnings: list[str] = []
+    for index, ((_source, kind), alone) in enumerate(zip(FIELDS, _ALONE, strict=True)):
+        try:
+            value = alone(Ctx(record, META, strict=False))
+            if value is not None and kind is not None:
+                value = FIELD_TYPES[kind](value)
+            value = clean(value)
+        except Exception as exc:
+            warnings.append(f"o{index}: {describe(exc)}")
+            continue
+        if value is not None:
+            entity[f"o{index}"] = value
+    entity["always"] = "x"
+    return entity, warnings
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(record=_records)
+def test_the_generated_function_equals_each_field_computed_alone(
+    mappings: dict[bool, CompiledMapping], record: dict[str, object]
+) -> None:
+    expected, warnings = each_field_alone(record)
+    result = mappings[False].apply(record, META)
+    assert result.entity == expected
+    assert result.warnings == warnings
+    if warnings:
+        with pytest.raises(MappingFailure) as failure:
+            mappings[True].apply(record, META)
+        assert str(failure.value) == warnings[0]
+    else:
+        assert mappings[True].apply(record, META).entity == expected
+
+
+def test_a_user_agent_is_parsed_once_per_record_and_value(
+    mappings: dict[bool, CompiledMapping],
+) -> None:
+    source = mappings[False].source
+    assert source.count("user_agent(f_d_ua)") == 1  # four ua_* fields share it
+    assert source.count("fn_ua_agent_version(") == 1  # of lower(d.ua): its own call
+    assert source.count("too_slow('o0')") == 1  # the parse is the costly part: checked once
+    assert "too_slow('o1')" not in source
+
+
+def test_an_unreadable_user_agent_fails_each_field_that_reads_it(
+    mappings: dict[bool, CompiledMapping],
+) -> None:
+    result = mappings[False].apply({"d": {"ua": {"an": "object"}}}, META)
+    expected = "user agent: expected a string, got object"
+    assert result.warnings[:3] == [f"o0: {expected}", f"o1: {expected}", f"o3: {expected}"]
+
+
+def test_a_user_agent_shared_in_a_block_is_not_read_outside_it(tmp_path: Path) -> None:
+    # The first ua_* is inside the [*] loop: the field after the loop parses again.
+    entries = [
+        {"source": "items[*].id", "destination": "out[*].id"},
+        {"sourceType": "EXPRESSION", "source": "ua_os_name(ua)", "destination": "out[*].os"},
+        {"sourceType": "EXPRESSION", "source": "ua_agent_name(ua)", "destination": "agent"},
+    ]
+    path = write_mapping(tmp_path, base_mapping(entries))
+    mapping = load_mapping_file(path, DEFAULTS, runtime=RUNTIME)
+    for items in ([], [{"id": 1}]):
+        result = mapping.apply({"items": items, "ua": IPHONE}, META)
+        assert result.entity is not None
+        assert result.entity["agent"] == "Safari"
+    assert mapping.source.count("user_agent(f_ua)") == 2
+
+
+def test_an_object_read_by_several_fields_is_checked_once(
+    mappings: dict[bool, CompiledMapping],
+) -> None:
+    source = mappings[False].source
+    assert source.count("isinstance(f_d, dict)") == 1
+    assert "    if isinstance(f_d, dict):\n        f_d_ua = f_d.get('ua')\n" in source
+
+
+# The inline forms of single calls, against the library functions they stand for.
+
+
+def _outcome(function: Any, *args: object) -> object:
+    try:
+        return function(*args)
+    except Exception as exc:
+        return f"error: {describe(exc)}"
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(value=_values | _dates)
+def test_inline_calls_equal_the_library_functions(value: object) -> None:
+    record = {"a": value}
+    cases = [
+        ("lower(trim(a))", lambda v: library.lower(library.trim(v))),
+        ("upper(a)", library.upper),
+        ("ucase(rtrim(ltrim(a)))", lambda v: library.upper(library.rtrim(library.ltrim(v)))),
+        ("lcase(a)", library.lower),
+        (f'dformat(a, "{FORMAT}")', lambda v: library.dformat(v, FORMAT)),
+        ('dformat(a, "yyyy ZZZZZ")', lambda v: library.dformat(v, "yyyy ZZZZZ")),
+        (
+            'get_url_query_str(a, "retain").q',
+            lambda v: get_member(library.get_url_query_str(v, "retain"), "q"),
+        ),
+        ('to_object("k", a).k', lambda v: v),
+    ]
+    for source, reference in cases:
+        got = _outcome(lambda s=source: evaluate(s, record))
+        want = _outcome(reference, value)
+        if isinstance(want, float) and math.isnan(want):
+            assert isinstance(got, float), source
+            assert math.isnan(got), source
+        else:
+            assert got == want, source
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("trim(a)", "\u00a0b\u2003"),  # Java's trim() keeps Unicode spaces
+        ("ltrim(a)", "\u00a0b\u2003\x1f"),
+        ("rtrim(a)", "\x00 \u00a0b\u2003"),
+        ("upper(trim(a))", "\u00a0B\u2003"),
+    ],
+)
+def test_inline_trims_remove_what_java_removes(source: str, expected: str) -> None:
+    assert evaluate(source, {"a": "\x00 \u00a0b\u2003\x1f"}) == expected
+
+
+def test_a_hash_of_a_plus_chain_hashes_the_whole_chain() -> None:
+    # The chain is one string expression: its .encode() must apply to all of it.
+    want = hashlib.sha256(b"web.events/3").hexdigest()
+    assert evaluate('sha256(_kafka.topic + "/" + _kafka.partition)') == want
+
+
+def test_an_offset_letter_writes_utc_as_z_and_other_zones_as_offsets() -> None:
+    paris = datetime(2019, 10, 23, 11, 24, 35, tzinfo=UTC).astimezone(ZoneInfo("Europe/Paris"))
+    assert pattern(FORMAT).format(datetime(2019, 10, 23, 11, 24, 35, 5000, tzinfo=UTC)) == (
+        "2019-10-23T11:24:35.005Z"
+    )
+    assert pattern(FORMAT).format(paris) == "2019-10-23T13:24:35.000+02"
+    assert pattern("ZZZZZ").format(paris) == "+02:00"
+    assert pattern("ZZZZZ").format(datetime(2019, 1, 1, tzinfo=UTC)) == "Z"
+    assert pattern("Z").format(datetime(2019, 1, 1, tzinfo=UTC)) == "+0000"  # never Z
+    assert pattern("xx").format(datetime(2019, 1, 1, tzinfo=UTC)) == "+0000"
