@@ -139,7 +139,7 @@ class RateLimits:
     def acquire(self, connection_id: str, messages: int, hold: Hold) -> bool:
         """Wait until one request of `messages` messages may be sent on `connection_id`.
         False: cancelled, or the hold's deadline comes first (the tokens are given back)."""
-        limit = self._connection(connection_id)
+        limit = self.connection(connection_id)
         started = self._clock()
         ready_at = started + limit.reserve(messages, started)
         if ready_at <= started:
@@ -161,7 +161,8 @@ class RateLimits:
         self._metrics.rate_limit_waits.labels(connection_id).inc()
         self._metrics.rate_limit_wait_seconds.labels(connection_id).inc(self._clock() - started)
 
-    def _connection(self, connection_id: str) -> ConnectionRateLimit:
+    def connection(self, connection_id: str) -> ConnectionRateLimit:
+        """The connection's buckets, made on first use; every thread gets the same ones."""
         with self._lock:
             limit = self._connections.get(connection_id)
             if limit is None:

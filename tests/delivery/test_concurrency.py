@@ -45,8 +45,9 @@ def warmed(maximum: int, limit: int) -> tuple[AimdController, float]:
     controller = AimdController(maximum)
     now = 0.0
     controller.observe(now, RTT, False)  # the first round trip: the reference
-    while controller.limit < limit:
+    for _ in range(limit - 1):  # one step per interval
         now = saturated_interval(controller, now)
+    assert controller.limit == limit
     return controller, now
 
 
@@ -261,6 +262,27 @@ def test_the_dispatcher_keeps_a_connection_under_its_adaptive_limit() -> None:
     settle(dispatcher, sender, 2)
     assert dispatcher.in_flight == 2
     assert dispatcher.limits.limit("c1") == 2
+    sender.release.set()
+
+
+def test_a_connection_at_its_adaptive_limit_keeps_its_batch_filling() -> None:
+    # As a busy lane's batch does: closed, it would wait half empty behind the limit.
+    clock = Clock()
+    sender = ScriptedSender()
+    settings = BatchingSettings(
+        ordering="none", linger_ms=50, max_records=100, max_in_flight_requests=4
+    )
+    dispatcher = Dispatcher(settings, 1, sender, clock, AttemptLog())  # type: ignore[arg-type]
+    dispatcher.add(message(0, 0))
+    clock.now = 1.0
+    settle(dispatcher, sender, 1)  # the limit, 1, is used; three slots are free
+    for offset in range(1, 4):
+        dispatcher.add(message(0, offset))
+    clock.now = 2.0
+    dispatcher.dispatch()
+    assert dispatcher.next_due_in() == 0.0  # due, but held open: still with the batcher
+    assert dispatcher.buffered()[0] == 4
+    assert len(sender.started) == 1
     sender.release.set()
 
 

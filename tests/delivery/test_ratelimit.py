@@ -4,7 +4,6 @@ ticket, buckets shared by threads, and the sender waiting before each attempt.""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import orjson
@@ -165,23 +164,27 @@ def test_no_window_carries_more_than_the_burst_plus_the_rate(
 
 
 def test_threads_share_one_budget() -> None:
-    # Real threads and the real clock: however the threads interleave, the messages sent
-    # cannot outrun the budget, so the run lasts at least (total − burst) / rate.
-    rate, burst_s = 2000.0, 0.01
-    rate_limits = RateLimits(rate, None, burst_s, Metrics())
-    started = time.monotonic()
-    threads = [
-        threading.Thread(
-            target=lambda: [rate_limits.acquire("c1", 10, Ticket()) for _ in range(25)]
-        )
-        for _ in range(4)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    elapsed = time.monotonic() - started
-    assert elapsed >= (4 * 25 * 10 - rate * burst_s) / rate
+    # Four request threads reserve on one connection at the same instant (an injected time,
+    # nobody waits): between them they take the schedule's turns one after another, as a
+    # single thread would, each turn once; none gets a turn of its own budget.
+    rate, burst_s, size, threads, each = 2000.0, 0.01, 10, 4, 25
+    rate_limits = RateLimits(rate, None, burst_s, Metrics(), clock=lambda: 0.0)
+    waits: list[float] = []
+    start = threading.Barrier(threads)
+
+    def reserve() -> None:
+        start.wait()
+        for _ in range(each):
+            waits.append(rate_limits.connection("c1").reserve(size, 0.0))
+
+    workers = [threading.Thread(target=reserve) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    capacity = rate * burst_s
+    expected = [max(0.0, (size * n - capacity) / rate) for n in range(1, threads * each + 1)]
+    assert sorted(waits) == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------------------- the sender

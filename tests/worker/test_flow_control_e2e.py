@@ -213,7 +213,17 @@ def test_a_message_rate_limit_holds_pauses_consumption_and_loses_nothing(
     # 2000 would have been consumed within the first second.
     assert paused == 4
     assert 0 < ahead <= BUFFERED + CONSUMED_AT_ONCE
+
+    # The waiting shows in the metrics: past the burst, nearly every request waited its turn,
+    # and some request was waiting for most of the run's (total − burst) / rate seconds.
+    waits = metrics[f"aep_connector_rate_limit_waits_total{{connection={CONNECTION}}}"]
     wait_seconds = metrics[
         f"aep_connector_rate_limit_wait_seconds_total{{connection={CONNECTION}}}"
     ]
-    assert wait_seconds > 0
+    requests = emulator.stats()["requests_total"]
+    assert waits >= requests / 2
+    assert wait_seconds >= 0.5 * (total - burst) / RATE
+    measurement(
+        "flow: rate-limit waits",
+        f"{waits:.0f} of {requests} requests waited, {wait_seconds:.1f} s in all",
+    )
