@@ -81,6 +81,8 @@ class AttemptLog:
 
     def drain(self) -> list[Attempt]:
         attempts: list[Attempt] = []
+        if self._queue.empty():  # most loop turns: no exception raised and caught for nothing
+            return attempts
         while True:
             try:
                 attempts.append(self._queue.get_nowait())
