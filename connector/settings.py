@@ -425,6 +425,40 @@ class BatchingSettings(_Section):
             "divided by the number of connections, rounded up."
         ),
     )
+    adaptive_concurrency: bool = Field(
+        default=False,
+        description=(
+            "Adapt each connection's requests in flight between 1 and its slots (an AIMD loop: "
+            "up by one while round trips stay near their mean, down on 429, 408, 5xx, timeouts "
+            "or a round-trip spike). See docs/flow-control.md."
+        ),
+    )
+    max_messages_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Messages per second one connection may send (every attempt counts); requests "
+            "wait, and consumption pauses, when it binds. Unset: no limit. The Platform's "
+            "guidance is about 10,000 per connection."
+        ),
+    )
+    max_requests_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Requests per second one connection may send (retries count). Unset: no limit. "
+            "The Platform's guidance is about 1,000 per connection."
+        ),
+    )
+    rate_limit_burst_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description=(
+            "How far ahead of its rates a connection may get: each rate limit's bucket holds "
+            "this many seconds of its rate (at least one request or message)."
+        ),
+    )
     ordering: Literal["partition", "none"] = Field(
         default="partition",
         description=(

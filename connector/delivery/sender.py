@@ -6,7 +6,9 @@ cannot overtake it. A 413 (or a 400 on several messages) splits the batch in hal
 order; a 207 entry that failed transiently is sent again alone with the others of its kind.
 Authentication failures renew the token once, then halt. The payloads of a raw batch go one by
 one, in order, to the single-message endpoint with their dataflow's x-adobe-flow-id header:
-the API has no batch of raw payloads.
+the API has no batch of raw payloads. Each attempt first waits for the connection's rate limit,
+if one is set (ratelimit.py), and reports its outcome and round trip when concurrency adapts
+(concurrency.py).
 
 `deliver` never raises the connector's errors: what became of each message comes back in a
 DeliveryResult, including the halves a split already got accepted when a later half is
@@ -30,7 +32,9 @@ import httpx
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
+from connector.delivery.concurrency import AttemptLog
 from connector.delivery.outcome import TRANSIENT, Accepted, Outcome, classify, classify_single
+from connector.delivery.ratelimit import RateLimits
 from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
     AuthenticationError,
@@ -124,6 +128,8 @@ class Sender:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        rate_limits: RateLimits | None = None,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self._http = http
         self._base_url = platform.base_url.rstrip("/")
@@ -142,6 +148,8 @@ class Sender:
         self._wall_clock = wall_clock
         self._clock = clock
         self._rng = rng or random.Random()
+        self._rate_limits = rate_limits  # waited for before each attempt
+        self._attempts = attempts  # each attempt's outcome, for adaptive concurrency
         self.tracing: Tracing | None = None  # set when tracing is enabled
 
     def deliver(self, batch: Batch, ticket: Ticket | None = None) -> DeliveryResult:
@@ -195,6 +203,9 @@ class Sender:
         renew = renewed = False
         headers: dict[str, str] = {}
         while True:
+            limits = self._rate_limits
+            if limits is not None and not limits.acquire(connection_id, len(pending), ticket):
+                raise Interrupted
             self._raise_if_stopped(ticket)  # no token is fetched for a stopped request
             attempt += 1
             retry_after: float | None = None
@@ -210,7 +221,9 @@ class Sender:
                     headers = {k: v for k, v in headers.items() if k.lower() != FLOW_ID_HEADER}
                     headers[FLOW_ID_HEADER] = raw_flow_id
                 result.attempts += 1
-                outcomes = self._post(url, body, len(pending), headers, timeout, result)
+                outcomes = self._post(
+                    connection_id, url, body, len(pending), headers, timeout, result
+                )
                 self._health.answered()
                 pending = self._apply(pending, outcomes, attempt, result)
                 if not pending:
@@ -327,6 +340,7 @@ class Sender:
 
     def _post(
         self,
+        connection_id: str,
         url: str,
         body: bytes,
         count: int,
@@ -335,6 +349,7 @@ class Sender:
         result: DeliveryResult,
     ) -> list[Outcome]:
         started = time.monotonic()
+        attempt_started = self._clock()
         try:
             if timeout is None:
                 response = self._http.post(url, content=body, headers=headers)
@@ -342,9 +357,18 @@ class Sender:
                 response = self._http.post(url, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             self._metrics.requests.labels("error").inc()
+            if self._attempts is not None:
+                timed_out = isinstance(exc, httpx.TimeoutException)
+                self._attempts.record(
+                    connection_id, attempt_started, self._clock(), None, timed_out
+                )
             raise certificate_error(exc, "the API") or RetryableError(
                 f"request failed: {type(exc).__name__}: {exc}"
             ) from None
+        if self._attempts is not None:
+            self._attempts.record(
+                connection_id, attempt_started, self._clock(), response.status_code
+            )
         self._metrics.request_latency.observe(time.monotonic() - started)
         self._metrics.requests.labels(str(response.status_code)).inc()
         self._metrics.request_bytes.observe(len(body))
