@@ -6,7 +6,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.delivery.batcher import FRAMING_BYTES, Batcher, OutboundMessage, request_size
+from connector.delivery.batcher import (
+    FRAMING_BYTES,
+    Batcher,
+    OutboundMessage,
+    request_body,
+    request_size,
+)
 from connector.offsets import PartitionState
 from connector.records import SourceRecord
 
@@ -126,3 +132,12 @@ def test_no_batch_exceeds_the_limits(sizes: list[int], max_bytes: int, max_recor
         assert len(batch.messages) <= max_records
         assert len(body) <= max_bytes or len(batch.messages) == 1
         assert len(orjson.loads(body)["messages"]) == len(batch.messages)
+
+
+def test_request_body_is_the_framed_comma_separated_messages() -> None:
+    bodies = [b"{}", b"[1]", b'"a"']
+    assert request_body(bodies) == b'{"messages":[{},[1],"a"]}'
+    assert request_body([b"{}"]) == b'{"messages":[{}]}'
+    assert request_body([]) == b'{"messages":[]}'
+    assert bodies == [b"{}", b"[1]", b'"a"']  # the caller's list is left alone
+
