@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -283,10 +284,33 @@ class CircuitBreaker:
             self._consecutive = 0
         if self._consecutive >= self.max_consecutive:
             self._trip(f"{self._consecutive} records in a row were dead-lettered")
-        full = len(recent) == recent.maxlen
-        if full and self._dead_in_window / len(recent) > self.max_ratio:
+        if len(recent) == recent.maxlen:
+            self._check_ratio(self._dead_in_window, len(recent))
+
+    def record_accepted(self, count: int) -> None:
+        """`count` records finished without a dead letter: what `count` calls of
+        `record(False)` do, in one (the loop notes every accepted batch)."""
+        if count <= 0:
+            return
+        recent = self._recent
+        window = recent.maxlen
+        assert window is not None
+        self._consecutive = 0
+        before = len(recent)
+        if before < window <= before + count:
+            # The window fills up on the way, its ratio at its highest: record() checks then.
+            self._check_ratio(self._dead_in_window, window)
+        pushed_out = before + count - window
+        if pushed_out >= before:
+            self._dead_in_window = 0
+        elif pushed_out > 0:
+            self._dead_in_window -= sum(islice(recent, pushed_out))
+        recent.extend(repeat(False, min(count, window)))
+
+    def _check_ratio(self, dead: int, recorded: int) -> None:
+        if dead / recorded > self.max_ratio:
             self._trip(
-                f"{self._dead_in_window} of the last {len(recent)} records were dead-lettered "
+                f"{dead} of the last {recorded} records were dead-lettered "
                 f"(limit {self.max_ratio:.0%})"
             )
 

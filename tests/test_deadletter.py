@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.deadletter import CircuitBreaker, DeadLetterWriter, context_headers
 from connector.errors import DeadLetter, HaltError
@@ -222,3 +224,31 @@ def test_a_record_too_large_for_the_topic_is_dead_lettered_without_its_value(whe
     assert headers["aep.dlq.value.omitted"] == b"500"
     assert headers["trace"] == b"\x01"
     assert headers["aep.dlq.source.offset"] == b"5"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    window=st.integers(min_value=1, max_value=12),
+    max_ratio=st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]),
+    max_consecutive=st.integers(min_value=1, max_value=6),
+    steps=st.lists(st.one_of(st.booleans(), st.integers(min_value=0, max_value=30)), max_size=40),
+)
+def test_record_accepted_is_record_false_repeated(
+    window: int, max_ratio: float, max_consecutive: int, steps: list[bool | int]
+) -> None:
+    """A step is one record (dead-lettered or not) or a run of accepted records, noted by the
+    batch method on one breaker and one by one on the other: they must never differ."""
+    batched = CircuitBreaker(max_ratio, window, max_consecutive)
+    single = CircuitBreaker(max_ratio, window, max_consecutive)
+    for step in steps:
+        if isinstance(step, bool):
+            batched.record(step)
+            single.record(step)
+        else:
+            batched.record_accepted(step)
+            for _ in range(step):
+                single.record(False)
+        assert list(batched._recent) == list(single._recent)
+        assert batched._dead_in_window == single._dead_in_window == sum(single._recent)
+        assert batched._consecutive == single._consecutive
+        assert batched.tripped == single.tripped
