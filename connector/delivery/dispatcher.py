@@ -15,6 +15,8 @@ that cap on the attempts its requests report (concurrency.py).
 Each request runs in a thread of its own and only hands its result back; the loop applies it.
 Cancelling a request (revoke, partition loss, shutdown) frees its lane and slot at once; the
 thread notices before its next attempt or during its backoff and its late result is ignored.
+A request that hands back unfinished messages (the shutdown deadline or a halt stopped it)
+ends its partitions' sending: their later batches are dropped, never sent past it.
 A request thread is a daemon: one still inside a POST when the process must exit is abandoned,
 never waited for.
 """
@@ -188,6 +190,12 @@ class Dispatcher:
             self._release(number)
             if isinstance(result, BaseException):
                 raise RequestCrashed(f"request thread failed: {type(result).__name__}") from result
+            if result.unfinished:
+                # Interrupted by the deadline (shutdown) or a halt. A later batch of these
+                # partitions would reach the API ahead of the unfinished messages and could
+                # never be committed (the commit stops at them): the next owner would send it
+                # again. So nothing more of them is sent; the next owner sends it all, in order.
+                self.drop({m.state.key for m in result.unfinished})
             results.append(result)
         return results
 
@@ -213,7 +221,7 @@ class Dispatcher:
         for number, request in list(self._requests.items()):
             if keys is not None and not self._touches(request.batch, keys):
                 continue
-            request.ticket.cancel.set()
+            request.ticket.cancel()
             self._release(number)
             if keys is not None:
                 for message in request.batch.messages:
@@ -224,7 +232,7 @@ class Dispatcher:
         """No attempt of any request, running or to come, lasts past `deadline` (shutdown)."""
         self._deadline = deadline
         for request in self._requests.values():
-            request.ticket.deadline = deadline
+            request.ticket.set_deadline(deadline)
 
     @staticmethod
     def _touches(batch: Batch, keys: Collection[PartitionKey]) -> bool:

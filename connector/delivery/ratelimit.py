@@ -35,7 +35,7 @@ class Hold(Protocol):
     """The loop's hold on a request (sender.Ticket): cancel it, or bound its time."""
 
     @property
-    def cancel(self) -> threading.Event: ...
+    def cancelled(self) -> threading.Event: ...
 
     @property
     def deadline(self) -> float | None: ...
@@ -148,7 +148,7 @@ class RateLimits:
         while now < ready_at:
             deadline = hold.deadline
             if (deadline is not None and ready_at >= deadline) or self._wait(
-                hold.cancel, min(ready_at - now, RECHECK_S)
+                hold.cancelled, min(ready_at - now, RECHECK_S)
             ):
                 limit.give_back(messages, self._clock())
                 self._waited(connection_id, started)

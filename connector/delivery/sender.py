@@ -13,8 +13,9 @@ if one is set (ratelimit.py), and reports its outcome and round trip when concur
 `deliver` never raises the connector's errors: what became of each message comes back in a
 DeliveryResult, including the halves a split already got accepted when a later half is
 interrupted or halts. The loop controls a request through its Ticket: cancelling it (revoke,
-loss, shutdown) is noticed before every attempt and during every backoff, and a deadline
-bounds each attempt's timeout (shutdown).
+loss, shutdown) is noticed before every attempt, again once a token has been had (a renewal
+may wait long), and during every backoff; a deadline bounds each attempt's timeout and ends a
+backoff that would outlast it, also one already sleeping when the deadline is set (shutdown).
 """
 
 from __future__ import annotations
@@ -77,10 +78,20 @@ class ApiHealth:
 
 @dataclass(slots=True)
 class Ticket:
-    """The loop's hold on one request: cancel it, or bound its time (monotonic deadline)."""
+    """The loop's hold on one request: cancel it, or bound its time (monotonic deadline).
+    Either wakes the request if it sleeps in a backoff (a Retry-After may be long)."""
 
-    cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    changed: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self.changed.set()
+
+    def set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline  # written before the wake-up, so the sleeper reads it
+        self.changed.set()
 
 
 @dataclass(slots=True)
@@ -195,7 +206,7 @@ class Sender:
             limits = self._rate_limits
             if limits is not None and not limits.acquire(connection_id, len(pending), ticket):
                 raise Interrupted
-            timeout = self._attempt_timeout(ticket)
+            self._raise_if_stopped(ticket)  # no token is fetched for a stopped request
             attempt += 1
             retry_after: float | None = None
             try:
@@ -203,6 +214,9 @@ class Sender:
                     self._tokens.renew_after_rejection(headers)
                     renew = False
                 headers = {**self._headers, **self._tokens.headers()}
+                # A token may take long (another thread's fetch holds the lock): a request
+                # cancelled or out of time meanwhile must not be sent once it has one.
+                timeout = self._attempt_timeout(ticket)
                 if raw_flow_id is not None:  # the mapping's flow, whatever extra_headers say
                     headers = {k: v for k, v in headers.items() if k.lower() != FLOW_ID_HEADER}
                     headers[FLOW_ID_HEADER] = raw_flow_id
@@ -268,15 +282,18 @@ class Sender:
                 )
         return again
 
+    def _raise_if_stopped(self, ticket: Ticket) -> None:
+        if ticket.cancelled.is_set():
+            raise Interrupted
+        if ticket.deadline is not None and ticket.deadline <= self._clock():
+            raise Interrupted
+
     def _attempt_timeout(self, ticket: Ticket) -> httpx.Timeout | None:
         """The timeout of the next attempt (None: the client's), or Interrupted."""
-        if ticket.cancel.is_set():
-            raise Interrupted
+        self._raise_if_stopped(ticket)
         if ticket.deadline is None:
             return None
         left = ticket.deadline - self._clock()
-        if left <= 0:
-            raise Interrupted
         if left >= self._request_timeout_s:
             return None
         return httpx.Timeout(left, connect=min(left, self._connect_timeout_s))
@@ -304,11 +321,22 @@ class Sender:
                 }
             },
         )
-        if ticket.deadline is not None and self._clock() + delay >= ticket.deadline:
+        wake_at = self._clock() + delay
+        if ticket.deadline is not None and wake_at >= ticket.deadline:
             raise Interrupted
         self._metrics.backoff_seconds.inc(delay)
-        if ticket.cancel.wait(delay):
-            raise Interrupted
+        left = delay
+        # Woken by a cancel or a deadline set meanwhile (SIGTERM): a request sleeping in a
+        # long Retry-After returns what it finished (accepted halves) instead of sleeping on.
+        while ticket.changed.wait(left):
+            ticket.changed.clear()
+            if ticket.cancelled.is_set():
+                raise Interrupted
+            if ticket.deadline is not None and wake_at >= ticket.deadline:
+                raise Interrupted
+            left = wake_at - self._clock()
+            if left <= 0:
+                return
 
     def _post(
         self,

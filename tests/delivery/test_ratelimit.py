@@ -107,7 +107,7 @@ def test_a_cancelled_ticket_ends_the_wait_and_gives_the_tokens_back() -> None:
     rate_limits, clock, wait, _ = limits(requests_per_s=1)
     assert rate_limits.acquire("c1", 1, Ticket())
     cancelled = Ticket()
-    cancelled.cancel.set()
+    cancelled.cancel()
     assert not rate_limits.acquire("c1", 1, cancelled)
     assert clock.now == 0.0  # no time waited
     assert rate_limits.acquire("c1", 1, Ticket())
@@ -221,7 +221,7 @@ def test_a_request_cancelled_while_it_waits_sends_nothing() -> None:
     ticket = Ticket()
 
     def cancel_meanwhile(event: threading.Event, seconds: float) -> bool:
-        ticket.cancel.set()  # a revoke while the request waits for its turn
+        ticket.cancel()  # a revoke while the request waits for its turn
         return wait(event, seconds)
 
     rate_limits = RateLimits(10, None, 1.0, Metrics(), clock, cancel_meanwhile)
