@@ -208,7 +208,8 @@ def main() -> None:
                             f"{name}: {figures['records_per_s']:,} records/s "
                             f"(after {args.warmup_s:g} s: {figures['steady_records_per_s']}), "
                             f"{figures['requests']} requests, "
-                            f"{figures['mean_request_latency_ms']} ms mean latency"
+                            f"{figures['mean_request_latency_ms']} ms mean latency, "
+                            f"worker {figures['machine']['worker_cores']} cores"
                             + (f", limit {figures['limit']}" if "limit" in figures else "")
                             + (f"  PROBLEM: {figures['problem']}" if "problem" in figures else ""),
                             flush=True,
@@ -228,6 +229,13 @@ def main() -> None:
     paired = [
         a["records_per_s"] / f["records_per_s"]
         for a, f in zip(runs["adaptive"], runs[best], strict=True)
+    ]
+    # Where adaptive placed in each round (1: the fastest of all variants): when every setting
+    # is bound by the machine's CPU rather than by round trips, the variants differ by load
+    # alone, and the places spread evenly around the middle.
+    places = [
+        1 + sum(runs[n][i]["records_per_s"] > a["records_per_s"] for n in fixed)
+        for i, a in enumerate(runs["adaptive"])
     ]
     # Runs too short for a window after the warm-up have no steady rate: left out.
     steady = {
@@ -260,6 +268,7 @@ def main() -> None:
         "best_fixed": best,
         "adaptive_over_best_fixed": round(ratio, 3),
         "adaptive_over_best_fixed_by_round": [round(p, 3) for p in paired],
+        "adaptive_place_by_round": places,
         "steady_median_records_per_s": steady,
         "steady_best_fixed": steady_best,
         "steady_adaptive_over_best_fixed": round(steady_ratio, 3) if steady_ratio else None,
@@ -273,6 +282,7 @@ def main() -> None:
         + ", ".join(f"{p:.3f}" for p in paired)
         + f" (median {median(paired):.3f})"
     )
+    print(f"adaptive's place among {len(fixed) + 1} variants, each round: {places}")
     if steady_ratio:
         print(
             f"after {args.warmup_s:g} s: {steady}; adaptive / best fixed ({steady_best}): "

@@ -42,7 +42,7 @@ class EnvelopeTarget:
 class Envelope:
     """Encodes messages for one target; build it once, call `encode` per record."""
 
-    __slots__ = ("_before_created_at", "_before_entity", "target")
+    __slots__ = ("_before_created_at", "_before_entity", "_head", "_head_ms", "target")
 
     def __init__(self, target: EnvelopeTarget) -> None:
         self.target = target
@@ -61,19 +61,24 @@ class Envelope:
             + orjson.dumps(target.schema_ref)
             + b'},"xdmEntity":'
         )
+        # Everything before the entity, for the last createdAt: the worker stamps every record
+        # of a consumed batch with the same time.
+        self._head_ms: int | None = None
+        self._head = b""
 
     def encode(self, entity: dict[str, object], created_at_ms: int) -> bytes:
         """The whole message. Raises orjson.JSONEncodeError (a TypeError) for an entity that is
         not JSON; entities from a compiled mapping always are."""
-        return b"".join(
-            (
-                self._before_created_at,
-                str(int(created_at_ms)).encode("ascii"),
-                self._before_entity,
-                orjson.dumps(entity),
-                b"}}",
+        if created_at_ms != self._head_ms:
+            self._head = b"".join(
+                (
+                    self._before_created_at,
+                    str(int(created_at_ms)).encode("ascii"),
+                    self._before_entity,
+                )
             )
-        )
+            self._head_ms = created_at_ms
+        return b"".join((self._head, orjson.dumps(entity), b"}}"))
 
 
 def encode_envelope(target: EnvelopeTarget, entity: dict[str, object], created_at_ms: int) -> bytes:

@@ -38,12 +38,23 @@ TOMBSTONE = DeadLetter("decode", "tombstone", "tombstone (null value)")
 @dataclass(slots=True)
 class Target:
     """A mapping of a route, with its per-mapping metric children looked up once (a labelled
-    look-up costs about a microsecond, too much to pay for every record)."""
+    look-up costs about a microsecond, too much to pay for every record), and what each of its
+    messages carries on (read once here, not through the mapping for every record)."""
 
     mapping: CompiledMapping
     connection_id: str
     warnings: Counter  # mapping_field_warnings{mapping=…}
     accepted: Counter  # records_accepted{mapping=…}
+    name: str = field(init=False)  # the mapping's
+    raw_flow_id: str | None = field(init=False)  # the mapping's
+    #: Bytes around the message when it is alone in a request: the batch framing for an
+    #: envelope; none for a raw payload, which is the whole body of its request.
+    framing: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.mapping.name
+        self.raw_flow_id = self.mapping.raw_flow_id
+        self.framing = FRAMING_BYTES if self.raw_flow_id is None else 0
 
 
 @dataclass(slots=True)
@@ -92,25 +103,25 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
         try:
             mapped = mapping.apply(decoded, meta)
         except MappingFailure as exc:
-            result.dead_letters.append(
-                DeadLetter("map", exc.reason, str(exc), mapping=mapping.name)
-            )
+            result.dead_letters.append(DeadLetter("map", exc.reason, str(exc), mapping=target.name))
             continue
-        if mapped.warnings:
-            target.warnings.inc(len(mapped.warnings))
-            result.warnings += ((mapping.name, mapped.warnings),)
-        if mapped.entity is None:
+        entity, warnings = mapped.entity, mapped.warnings
+        if warnings:
+            target.warnings.inc(len(warnings))
+            result.warnings += ((target.name, warnings),)
+        if entity is None:
             result.filtered += 1
             continue
-        if mapping.validator is not None:
-            violation = mapping.validator.validate(mapped.entity)
+        validator = mapping.validator
+        if validator is not None:
+            violation = validator.validate(entity)
             if violation is not None:
                 result.dead_letters.append(
                     DeadLetter(
                         "validate",
                         "xdm_invalid",
                         f"invalid XDM: {violation}",
-                        mapping=mapping.name,
+                        mapping=target.name,
                         details=(
                             ("xdm.pointer", violation.pointer or "/"),
                             ("xdm.keyword", violation.keyword),
@@ -119,21 +130,20 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
                 )
                 continue
         try:
-            body = mapping.envelope(mapped.entity, now_ms)
+            body = mapping.envelope(entity, now_ms)
         except (TypeError, ValueError) as exc:  # a value JSON cannot represent
             result.dead_letters.append(
-                DeadLetter("map", "envelope", f"envelope: {exc}", mapping=mapping.name)
+                DeadLetter("map", "envelope", f"envelope: {exc}", mapping=target.name)
             )
             continue
         # Alone in a request: framed in a batch, or (raw) the whole body of a single request.
-        framing = FRAMING_BYTES if mapping.raw_flow_id is None else 0
-        if len(body) + framing > API_MAX_REQUEST_BYTES:
+        if len(body) + target.framing > API_MAX_REQUEST_BYTES:
             result.dead_letters.append(
                 DeadLetter(
                     "validate",
                     "too_large",
                     f"message of {len(body)} bytes exceeds the API's 1 MB request limit",
-                    mapping=mapping.name,
+                    mapping=target.name,
                 )
             )
             continue

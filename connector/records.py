@@ -6,12 +6,16 @@ without a broker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(slots=True, frozen=True)
-class SourceRecord:
-    """One consumed Kafka record, with its original bytes kept for the dead-letter topic."""
+class SourceRecord(NamedTuple):
+    """One consumed Kafka record, with its original bytes kept for the dead-letter topic.
+
+    A named tuple: immutable like a frozen dataclass, and built in a third of the time (a
+    frozen dataclass sets each field through object.__setattr__); one is built for every
+    record consumed.
+    """
 
     topic: str
     partition: int
@@ -19,15 +23,15 @@ class SourceRecord:
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...] = field(default=())
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
-@dataclass(slots=True, frozen=True)
-class RecordMeta:
+class RecordMeta(NamedTuple):
     """Kafka metadata that mapping expressions may read (under the name `_kafka`).
 
     `key` and header values are exposed as text (UTF-8, undecodable bytes replaced) because
-    expressions work on strings; the original bytes stay on SourceRecord.
+    expressions work on strings; the original bytes stay on SourceRecord. A named tuple for the
+    reason SourceRecord is one: one is built for every record a mapping reads.
     """
 
     topic: str
@@ -39,15 +43,15 @@ class RecordMeta:
 
     @classmethod
     def of(cls, record: SourceRecord) -> RecordMeta:
-        # Built for every record a mapping reads: positional arguments, no work for the
-        # usual record without headers.
+        # Positional arguments, and no work for the usual record without headers.
         headers = record.headers
+        key = record.key
         return cls(
             record.topic,
             record.partition,
             record.offset,
             record.timestamp_ms,
-            _text(record.key),
+            None if key is None else key.decode("utf-8", errors="replace"),
             {name: _text(value) for name, value in headers} if headers else {},
         )
 

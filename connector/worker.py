@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -228,16 +229,16 @@ class Worker:
     def _apply(self, result: DeliveryResult) -> None:
         """Finish what the API accepted (with receipts: once the receipt writer hands the
         token back), dead-letter what it rejected."""
-        accepted: dict[Any, int] = {}
         receipts = self.receipts
-        for message in result.accepted:
-            state = message.state
-            if state.active:
-                if receipts is None:
-                    state.finish(message.record.offset)
-                self.breaker.answered(False)
-                accepted[message.mapping] = accepted.get(message.mapping, 0) + 1
-        for mapping, count in accepted.items():
+        # Per batch where it can be: the counter notes each mapping's count once.
+        accepted = [message for message in result.accepted if message.state.active]
+        if receipts is None:
+            for message in accepted:
+                message.state.finish(message.record.offset)
+        answered = self.breaker.answered
+        for _message in accepted:
+            answered(False)
+        for mapping, count in Counter(message.mapping for message in accepted).items():
             self.metrics.records_accepted.labels(mapping).inc(count)
         if receipts is not None:
             for message, named in zip(result.accepted, result.acknowledgements, strict=True):

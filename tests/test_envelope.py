@@ -75,3 +75,10 @@ def test_an_entity_that_is_not_json_is_refused() -> None:
     envelope = Envelope(EnvelopeTarget(dataset_id="ds", schema_id=SCHEMA, source_name="s"))
     with pytest.raises(TypeError):
         envelope.encode({"x": object()}, 0)
+
+
+def test_the_head_kept_for_one_created_at_is_remade_for_another() -> None:
+    target = EnvelopeTarget(dataset_id="ds", schema_id=SCHEMA, source_name="s")
+    envelope = Envelope(target)
+    for entity, created_at in [({"n": 1}, 7), ({"n": 2}, 7), ({"n": 3}, 8), ({"n": 4}, 7)]:
+        assert envelope.encode(entity, created_at) == encode_envelope(target, entity, created_at)

@@ -111,8 +111,9 @@ class Dispatcher:
         """Close due batches and start requests for ready batches while slots are free."""
         # A lingering batch whose lane cannot send now (a request in flight or a batch queued
         # in strict order; its connection's slots all taken otherwise) is left open: it keeps
-        # filling instead of waiting, closed and half empty. Other lanes' batches still close
-        # after linger_ms and queue in order, so no lane waits for ever.
+        # filling instead of waiting, closed and half empty. Other lanes' batches queue in
+        # order after linger_ms, and keep filling until their request starts (_start seals
+        # them), so no lane waits for ever and none leaves emptier than the wait allowed.
         limits = self.limits
         limits.update()
         blocked = {batch.lane for batch in self._ready}
@@ -121,7 +122,7 @@ class Dispatcher:
         else:
             full = {c for c, n in self._per_connection.items() if n >= limits.limit(c)}
             blocked |= {(c,) for c in full}
-        self._ready.extend(self._batcher.due(blocked))
+        self._ready.extend(self._batcher.queue_due(blocked))  # open until they start
         free = self.slots - len(self._requests)
         if not self._ready or free <= 0:
             return
@@ -141,6 +142,7 @@ class Dispatcher:
         return not (self._ordered and batch.lane in self._busy_lanes)
 
     def _start(self, batch: Batch) -> None:
+        self._batcher.seal(batch)
         number = next(self._ids)
         ticket = Ticket(deadline=self._deadline)
         self._requests[number] = _Request(batch, ticket)

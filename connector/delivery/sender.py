@@ -31,7 +31,7 @@ import httpx
 
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
-from connector.delivery.batcher import Batch, OutboundMessage
+from connector.delivery.batcher import Batch, OutboundMessage, request_body
 from connector.delivery.concurrency import AttemptLog
 from connector.delivery.outcome import TRANSIENT, Accepted, Outcome, classify, classify_single
 from connector.delivery.ratelimit import RateLimits
@@ -386,4 +386,4 @@ class Sender:
 
 def _body(messages: list[OutboundMessage]) -> bytes:
     """The request body: one copy of the (up to 1 MB) bytes, not one per concatenation."""
-    return b"".join((b'{"messages":[', b",".join([m.body for m in messages]), b"]}"))
+    return request_body([m.body for m in messages])

@@ -6,7 +6,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.delivery.batcher import FRAMING_BYTES, Batcher, OutboundMessage, request_size
+from connector.delivery.batcher import (
+    FRAMING_BYTES,
+    Batcher,
+    OutboundMessage,
+    request_body,
+    request_size,
+)
 from connector.offsets import PartitionState
 from connector.records import SourceRecord
 
@@ -126,3 +132,78 @@ def test_no_batch_exceeds_the_limits(sizes: list[int], max_bytes: int, max_recor
         assert len(batch.messages) <= max_records
         assert len(body) <= max_bytes or len(batch.messages) == 1
         assert len(orjson.loads(body)["messages"]) == len(batch.messages)
+
+
+def test_request_body_is_the_framed_comma_separated_messages() -> None:
+    bodies = [b"{}", b"[1]", b'"a"']
+    assert request_body(bodies) == b'{"messages":[{},[1],"a"]}'
+    assert request_body([b"{}"]) == b'{"messages":[{}]}'
+    assert request_body([]) == b'{"messages":[]}'
+    assert bodies == [b"{}", b"[1]", b'"a"']  # the caller's list is left alone
+
+
+def test_a_queued_batch_keeps_filling_until_sealed() -> None:
+    """queue_due hands out due batches still open: the dispatcher queues them, and they take
+    records until their request starts, or until they are full."""
+    clock = FakeClock()
+    batcher = Batcher(max_bytes=10_000, max_records=3, linger_s=0.05, clock=clock)
+    batcher.add("a", message(10, 0))
+    batcher.add("b", message(10, 0))
+    clock.now = 1.0
+    queued = batcher.queue_due(skip={"b"})
+    assert [b.lane for b in queued] == ["a"]
+    (batch,) = queued
+    assert batch.queued
+    # Queued batches are the dispatcher's to count, and are not due again.
+    assert (batcher.buffered_records, batcher.buffered_bytes) == (1, 10)
+    assert batcher.queue_due(skip={"b"}) == []
+    assert batcher.add("a", message(10, 1)) == []  # still open: it took the record
+    assert [m.record.offset for m in batch.messages] == [0, 1]
+    assert batch.size == len(batch.body())
+    assert (batcher.buffered_records, batcher.buffered_bytes) == (1, 10)
+    batcher.seal(batch)
+    closed = batcher.add("a", message(10, 2))  # a new batch: the sealed one took no more
+    assert closed == []
+    assert [m.record.offset for m in batch.messages] == [0, 1]
+    assert (batcher.buffered_records, batcher.buffered_bytes) == (2, 20)
+    batcher.seal(batch)  # sealing again changes nothing
+
+
+def test_a_queued_batch_that_fills_up_is_not_handed_out_twice() -> None:
+    clock = FakeClock()
+    batcher = Batcher(max_bytes=10_000, max_records=2, linger_s=0.0, clock=clock)
+    batcher.add("a", message(10, 0))
+    (batch,) = batcher.queue_due()
+    assert batcher.add("a", message(10, 1)) == []  # full now, closed, but queued already
+    assert len(batch.messages) == 2
+    fresh = batcher.add("a", message(10, 2))
+    assert fresh == []
+    assert batcher.next_due_in() == 0.0  # the new batch
+    (later,) = batcher.flush()
+    assert later is not batch
+    assert [m.record.offset for m in later.messages] == [2]
+    assert (batcher.buffered_records, batcher.buffered_bytes) == (0, 0)
+
+
+def test_next_due_in_ignores_queued_batches_and_flush_returns_only_unqueued() -> None:
+    clock = FakeClock()
+    batcher = Batcher(max_bytes=10_000, max_records=100, linger_s=0.05, clock=clock)
+    batcher.add("a", message(10))
+    clock.now = 0.05
+    batcher.queue_due()
+    assert batcher.next_due_in() is None
+    batcher.add("b", message(10))
+    assert batcher.next_due_in() == 0.05
+    assert [b.lane for b in batcher.flush()] == ["b"]
+
+
+def test_drop_from_a_queued_batch_leaves_the_unqueued_counts_alone() -> None:
+    batcher = Batcher(max_bytes=10_000, max_records=100, linger_s=0.0, clock=FakeClock())
+    for offset in range(3):
+        batcher.add("a", message(10, offset))
+    (queued,) = batcher.queue_due()
+    batcher.add("b", message(10, 1))
+    assert batcher.drop(lambda m: m.record.offset != 1) == 2
+    assert [m.record.offset for m in queued.messages] == [0, 2]
+    assert queued.size == len(queued.body())
+    assert (batcher.buffered_records, batcher.buffered_bytes) == (0, 0)  # b's was dropped too

@@ -235,3 +235,23 @@ def test_a_lingering_batch_of_a_busy_lane_keeps_filling() -> None:
     assert dispatcher.buffered()[0] == 4  # one in flight, three still open in their batch
     assert dispatcher.next_due_in() == 0.0  # due, but held open while its lane is busy
     assert len(sender.started) == 1
+
+
+def test_a_batch_waiting_for_a_slot_keeps_filling_and_keeps_its_place() -> None:
+    """Partition 1's batch lingers while the only slot is taken: it queues, still open, ahead
+    of partition 2's batch that fills up later, and leaves with what came meanwhile."""
+    dispatcher, sender, clock = make(max_in_flight_requests=1, linger_ms=50, max_records=3)
+    dispatcher.add(message(0, 0))
+    clock.now = 1.0
+    settle(dispatcher, sender, 1)  # partition 0 holds the only slot
+    dispatcher.add(message(1, 0))
+    clock.now = 2.0
+    dispatcher.dispatch()  # partition 1's batch is due: queued, not sent, still open
+    dispatcher.add(message(1, 1))
+    for offset in range(3):
+        dispatcher.add(message(2, offset))  # full: closed and queued behind partition 1
+    assert dispatcher.buffered()[0] == 6
+    sender.release.set()
+    run_to_completion(dispatcher)
+    sent = [[(m.record.partition, m.record.offset) for m in b.messages] for b, _ in sender.started]
+    assert sent == [[(0, 0)], [(1, 0), (1, 1)], [(2, 0), (2, 1), (2, 2)]]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.outcome import (
     TRANSIENT,
     Accepted,
+    _entry,
     api_message,
     classify,
     parse_retry_after,
@@ -169,3 +173,23 @@ def test_backoff_full_jitter_and_retry_after_cap() -> None:
     assert policy.delay(3, 4.5, rng) == 4.5
     # A valid but tiny Retry-After never undercuts the policy's minimum.
     assert policy.delay(1, 0.001, rng) == 0.1
+
+
+_JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 600), st.text(max_size=8), st.sampled_from(["429"])
+)
+_ENTRY_KEYS = st.sampled_from(["xactionId", "statusCode", "status", "message", "title", "other"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entries=st.lists(
+        st.one_of(st.dictionaries(_ENTRY_KEYS, _JSON_SCALARS, max_size=3), _JSON_SCALARS),
+        max_size=6,
+    )
+)
+def test_every_entry_reads_as_the_general_rule_says(entries: list[object]) -> None:
+    """The shortcut for plain {"xactionId": …} entries gives what the general reading gives."""
+    body = orjson.dumps({"batchId": "1:2:3", "responses": entries})
+    expected = [_entry(entry, "1:2:3", NOW_MS) for entry in entries]
+    assert classify(207, body, None, len(entries), NOW) == expected
