@@ -33,7 +33,19 @@ config_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def examples(*lines: str) -> str:
+    """A help epilog listing example command lines, kept unwrapped."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "aep-connector check --config config.yaml && aep-connector run --config config.yaml",
+        "aep-connector map mappings/examples/web-commerce.yaml "
+        "mappings/examples/web-commerce.input.jsonl",
+    ),
+)
 @click.version_option(__version__, prog_name="aep-connector")
 def main() -> None:
     """Stream Kafka topics into Adobe Experience Platform's streaming ingestion API."""
@@ -50,7 +62,13 @@ def load_or_exit(config_file: Path | None) -> Settings:
         sys.exit(EXIT_CONFIG)
 
 
-@main.command(short_help="Validate the configuration and the mappings, then exit.")
+@main.command(
+    short_help="Validate the configuration and the mappings, then exit.",
+    epilog=examples(
+        "aep-connector check --config config.yaml",
+        "AEP_CONNECTOR_MAPPINGS_DIR=mappings/examples aep-connector check --show",
+    ),
+)
 @config_option
 @click.option("--show", is_flag=True, help="Print the effective configuration, secrets masked.")
 @click.option(
@@ -86,7 +104,13 @@ def check_clients_or_exit(settings: Settings) -> None:
         sys.exit(EXIT_CONFIG)
 
 
-@main.command(short_help="Run the local emulator of the Platform streaming ingestion API.")
+@main.command(
+    short_help="Run the local emulator of the Platform streaming ingestion API.",
+    epilog=examples(
+        "aep-connector emulator --port 8090",
+        "aep-connector emulator --host 0.0.0.0 --port 8090 --config emulator.yaml",
+    ),
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8090, show_default=True, type=int, help="Port to listen on.")
 @click.option(
@@ -110,7 +134,14 @@ def emulator(host: str, port: int, config_file: Path | None) -> None:
     serve(app, host, port)
 
 
-@main.command(short_help="Run the worker: stream the mapped topics into the Platform.")
+@main.command(
+    short_help="Run the worker: stream the mapped topics into the Platform.",
+    epilog=examples(
+        "aep-connector run --config config.yaml",
+        "AEP_CONNECTOR_KAFKA__BOOTSTRAP_SERVERS=kafka:9092 AEP_CONNECTOR_MAPPINGS_DIR=mappings "
+        "aep-connector run",
+    ),
+)
 @config_option
 def run(config_file: Path | None) -> None:
     """Consume the topics the mappings name, deliver to the API, commit after acknowledgement.
@@ -143,19 +174,14 @@ def check_mappings_or_exit(settings: Settings) -> None:
     click.echo(f"mappings OK: {len(mappings)} in {settings.mappings_dir}", err=True)
 
 
-def examples(*lines: str) -> str:
-    """A help epilog listing example command lines, kept unwrapped."""
-    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
-
-
 @main.command(
     "map",
     short_help="Map JSON lines or live topic records; print envelopes.",
     epilog=examples(
-        "aep-connector map mappings/orders.yaml orders.jsonl --entity-only",
-        "aep-connector map mappings/orders.yaml --from-topic --config config.yaml",
-        "aep-connector map mappings/orders.yaml --from-topic --partition 3 --offset 1200 "
-        "--records 5",
+        "aep-connector map mappings/examples/crm-profile.yaml "
+        "mappings/examples/crm-profile.input.jsonl --entity-only",
+        "aep-connector map mappings/examples/web-commerce.yaml --from-topic --config config.yaml "
+        "--partition 3 --offset 1200 --records 5",
     ),
 )
 @click.argument("mapping_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))

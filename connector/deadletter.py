@@ -16,7 +16,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -257,61 +256,79 @@ def _too_large(error: KafkaError) -> bool:
     return bool(error.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE))
 
 
+class _Window:
+    """The last `size` outcomes of one kind (True: dead-lettered) and the current run."""
+
+    def __init__(self, size: int) -> None:
+        self.recent: deque[bool] = deque(maxlen=size)
+        self.dead = 0
+        self.consecutive = 0
+
+    def add(self, dead_lettered: bool) -> None:
+        recent = self.recent
+        if len(recent) == recent.maxlen and recent[0]:
+            self.dead -= 1
+        recent.append(dead_lettered)
+        if dead_lettered:
+            self.dead += 1
+            self.consecutive += 1
+        else:
+            self.consecutive = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.recent) == self.recent.maxlen
+
+    @property
+    def share(self) -> float:
+        return self.dead / len(self.recent) if self.recent else 0.0
+
+
 class CircuitBreaker:
     """Opens when dead letters pass a share of recent records, or a run of them gets long.
 
-    `record` only notes the trip (it runs inside Kafka callbacks); the worker's loop calls
+    Outcomes are counted where they are decided, in two windows of `window` each: at intake
+    (decode, map, validate: every part of every record taken, `decided_locally`) and at the API
+    (every message it answered, `answered`). One window mixed two paces: catching up on a
+    backlog, the worker decides local dead letters as fast as it consumes while acceptances
+    come at the API's pace, so 6 % poison filled the window with dead letters and halted the
+    worker (found by the chaos suite's broker restart). Each window is in its own order, and
+    the share of records dead-lettered is 1 - (1 - local share) * (1 - API share).
+
+    `decided_locally` and `answered` only note the trip; the worker's loop calls
     `raise_if_open` to halt.
     """
 
     def __init__(self, max_ratio: float, window: int, max_consecutive: int) -> None:
         self.max_ratio = max_ratio
         self.max_consecutive = max_consecutive
-        self._recent: deque[bool] = deque(maxlen=window)
-        self._dead_in_window = 0
-        self._consecutive = 0
+        self._local = _Window(window)
+        self._api = _Window(window)
         self.tripped: str | None = None  # why it opened; it stays open until restart
 
-    def record(self, dead_lettered: bool) -> None:
-        recent = self._recent
-        if len(recent) == recent.maxlen and recent[0]:
-            self._dead_in_window -= 1
-        recent.append(dead_lettered)
-        if dead_lettered:
-            self._dead_in_window += 1
-            self._consecutive += 1
-        else:
-            self._consecutive = 0
-        if self._consecutive >= self.max_consecutive:
-            self._trip(f"{self._consecutive} records in a row were dead-lettered")
-        if len(recent) == recent.maxlen:
-            self._check_ratio(self._dead_in_window, len(recent))
+    def decided_locally(self, dead_lettered: bool) -> None:
+        """One part of a record taken: dead-lettered at decode, map or validate, or on its way
+        to the API (a record every mapping filtered out counts as one part, not dead)."""
+        self._record(self._local, dead_lettered)
 
-    def record_accepted(self, count: int) -> None:
-        """`count` records finished without a dead letter: what `count` calls of
-        `record(False)` do, in one (the loop notes every accepted batch)."""
-        if count <= 0:
-            return
-        recent = self._recent
-        window = recent.maxlen
-        assert window is not None
-        self._consecutive = 0
-        before = len(recent)
-        if before < window <= before + count:
-            # The window fills up on the way, its ratio at its highest: record() checks then.
-            self._check_ratio(self._dead_in_window, window)
-        pushed_out = before + count - window
-        if pushed_out >= before:
-            self._dead_in_window = 0
-        elif pushed_out > 0:
-            self._dead_in_window -= sum(islice(recent, pushed_out))
-        recent.extend(repeat(False, min(count, window)))
+    def answered(self, dead_lettered: bool) -> None:
+        """One message the API accepted, or rejected (dead-lettered)."""
+        self._record(self._api, dead_lettered)
 
-    def _check_ratio(self, dead: int, recorded: int) -> None:
-        if dead / recorded > self.max_ratio:
+    def _record(self, window: _Window, dead_lettered: bool) -> None:
+        window.add(dead_lettered)
+        if window.consecutive >= self.max_consecutive:
+            self._trip(f"{window.consecutive} records in a row were dead-lettered")
+        local, api = self._local, self._api
+        if not local.full:
+            return  # every API answer was a local part first: too few records yet
+        api_share = api.share if api.full else 0.0
+        share = 1 - (1 - local.share) * (1 - api_share)
+        if share > self.max_ratio:
             self._trip(
-                f"{dead} of the last {recorded} records were dead-lettered "
-                f"(limit {self.max_ratio:.0%})"
+                f"{share:.0%} of recent records were dead-lettered: {local.dead} of the last "
+                f"{len(local.recent)} at decode, map or validate, {api.dead} of the last "
+                f"{len(api.recent)} the API answered (limit {self.max_ratio:.0%})"
             )
 
     def _trip(self, why: str) -> None:

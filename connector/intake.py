@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Message, TopicPartition
 
-from connector.deadletter import DeadLetterWriter
+from connector.deadletter import CircuitBreaker, DeadLetterWriter
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import OutboundMessage
 from connector.delivery.dispatcher import Dispatcher
@@ -44,6 +44,7 @@ class Intake:
         tracker: OffsetTracker,
         dispatcher: Dispatcher,
         dead_letters: DeadLetterWriter[LetterToken],
+        breaker: CircuitBreaker,
         consumer: Consumer,
         metrics: Metrics,
         backoff: BackoffPolicy,
@@ -54,6 +55,7 @@ class Intake:
         self._tracker = tracker
         self._dispatcher = dispatcher
         self._dead_letters = dead_letters
+        self._breaker = breaker
         self._consumer = consumer
         self._metrics = metrics
         self._backoff = backoff
@@ -164,10 +166,15 @@ class Intake:
         elif processed.tombstone:
             self._skipped["tombstone"].inc()
         state.add(record.offset, len(messages) + len(letters))
+        breaker = self._breaker
+        if not messages and not letters:
+            breaker.decided_locally(False)  # filtered out or a skipped tombstone
         for letter in letters:
+            breaker.decided_locally(True)
             self._dead_letters.send(record, letter, (state, record.offset), self._stop)
         add = self._dispatcher.add
         for body, target in messages:
+            breaker.decided_locally(False)
             add(
                 OutboundMessage(
                     body, record, state, target.name, target.connection_id, target.raw_flow_id

@@ -72,6 +72,30 @@ class Metrics:
             p + "backoff_seconds", "Time spent waiting before retries.", registry=r
         )
         self.splits = Counter(p + "batch_splits", "Batches split after 413/400.", registry=r)
+        self.concurrency_limit = Gauge(
+            p + "concurrency_limit",
+            "Requests a connection may have in flight: the adaptive limit, or the fixed cap.",
+            ["connection"],
+            registry=r,
+        )
+        self.concurrency_decreases = Counter(
+            p + "concurrency_decreases",
+            "Times the adaptive limit fell, by reason (backpressure, rtt).",
+            ["connection", "reason"],
+            registry=r,
+        )
+        self.rate_limit_waits = Counter(
+            p + "rate_limit_waits",
+            "Requests that waited for the client-side rate limit.",
+            ["connection"],
+            registry=r,
+        )
+        self.rate_limit_wait_seconds = Counter(
+            p + "rate_limit_wait_seconds",
+            "Time requests spent waiting for the client-side rate limit.",
+            ["connection"],
+            registry=r,
+        )
         self.in_flight_requests = Gauge(
             p + "in_flight_requests", "Requests awaiting an answer.", registry=r
         )

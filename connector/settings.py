@@ -425,6 +425,40 @@ class BatchingSettings(_Section):
             "divided by the number of connections, rounded up."
         ),
     )
+    adaptive_concurrency: bool = Field(
+        default=False,
+        description=(
+            "Adapt each connection's requests in flight between 1 and its slots (an AIMD loop: "
+            "up by one while round trips stay near their mean, down on 429, 408, 5xx, timeouts "
+            "or a round-trip spike). See docs/flow-control.md."
+        ),
+    )
+    max_messages_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Messages per second one connection may send (every attempt counts); requests "
+            "wait, and consumption pauses, when it binds. Unset: no limit. The Platform's "
+            "guidance is about 10,000 per connection."
+        ),
+    )
+    max_requests_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Requests per second one connection may send (retries count). Unset: no limit. "
+            "The Platform's guidance is about 1,000 per connection."
+        ),
+    )
+    rate_limit_burst_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description=(
+            "How far ahead of its rates a connection may get: each rate limit's bucket holds "
+            "this many seconds of its rate (at least one request or message)."
+        ),
+    )
     ordering: Literal["partition", "none"] = Field(
         default="partition",
         description=(
@@ -612,8 +646,9 @@ class MappingSettings(_Section):
     evaluation_budget_ms: float = Field(
         default=500.0,
         gt=0,
-        description="Time one record's mapping may take; past it the record is dead-lettered "
-        "(map/too_slow).",
+        description="Time one record's mapping may take; past it the record is mapped again "
+        "measuring the thread's CPU time, and dead-lettered (map/too_slow) when it spends half "
+        "of this computing (not when it merely waited for a CPU).",
     )
     max_string_length: int = Field(
         default=1_048_576, ge=1, description="Longest string a mapping function or + may build."
@@ -858,7 +893,7 @@ def masked(settings: Settings) -> dict[str, Any]:
 def iter_fields(
     model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], str, str, str]]:
-    """Every leaf setting as (path, type, default, description); feeds the README reference."""
+    """Every leaf setting as (path, type, default, description); feeds docs/configuration.md."""
     for name, field in model.model_fields.items():
         path = (*prefix, name)
         annotation = field.annotation
@@ -890,7 +925,7 @@ def _type_name(annotation: Any) -> str:
 
 
 def reference_markdown() -> str:
-    """The configuration reference table of the README (a test keeps the two in sync)."""
+    """The configuration reference table of docs/configuration.md (a test keeps the two in sync)."""
     lines = [
         "| environment variable | config key | type | default | meaning |",
         "|---|---|---|---|---|",

@@ -134,6 +134,7 @@ class Worker:
             self.tracker,
             self.dispatcher,
             self.dead_letters,
+            self.breaker,
             self.consumer,
             metrics,
             backoff_policy(settings),
@@ -229,12 +230,14 @@ class Worker:
         """Finish what the API accepted (with receipts: once the receipt writer hands the
         token back), dead-letter what it rejected."""
         receipts = self.receipts
-        # Per batch, not per message: the breaker and the counter note the count once.
+        # Per batch where it can be: the counter notes each mapping's count once.
         accepted = [message for message in result.accepted if message.state.active]
         if receipts is None:
             for message in accepted:
                 message.state.finish(message.record.offset)
-        self.breaker.record_accepted(len(accepted))
+        answered = self.breaker.answered
+        for _message in accepted:
+            answered(False)
         for mapping, count in Counter(message.mapping for message in accepted).items():
             self.metrics.records_accepted.labels(mapping).inc(count)
         if receipts is not None:
@@ -246,6 +249,7 @@ class Worker:
         for message, letter in result.rejected:
             state = message.state
             if state.active:
+                self.breaker.answered(True)
                 offset = message.record.offset
                 self.dead_letters.send(message.record, letter, (state, offset), self.stop_requested)
         if result.halt is not None:
@@ -255,7 +259,6 @@ class Worker:
         for state, offset in tokens:
             if state.active:
                 state.finish(offset)
-                self.breaker.record(True)
 
     def _finish(self, tokens: Iterable[LetterToken]) -> None:
         """Accepted records whose receipts are done (at once, unless receipts are required)."""

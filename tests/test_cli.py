@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import click
 import orjson
+import pytest
 
 from connector import __version__
+from connector.cli import main
 from connector.settings import reference_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -36,7 +41,7 @@ def test_version() -> None:
 def test_help_describes_every_command_in_one_line() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    commands = result.stdout.split("Commands:")[1].strip().splitlines()
+    commands = result.stdout.split("Commands:")[1].split("Examples:")[0].strip().splitlines()
     assert commands, result.stdout
     for line in commands:
         name, _, summary = line.strip().partition(" ")
@@ -89,11 +94,11 @@ def test_check_show_masks_secrets() -> None:
     assert shown["platform"]["auth"]["client_secret"] == "**********"
 
 
-def test_readme_configuration_reference_is_current() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_configuration_reference_is_current() -> None:
+    text = (README.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert reference_markdown() in text, (
-        "README's configuration reference is stale: replace it with the output of "
-        "`aep-connector check --reference`"
+        "docs/configuration.md's reference is stale: run scripts/update-generated (it writes "
+        "the output of `aep-connector check --reference` there)"
     )
 
 
@@ -241,3 +246,60 @@ def test_run_logs_the_warning_at_start() -> None:
         process.wait()
     warnings = [orjson.loads(line) for line in lines if "INSECURE" in line]
     assert [w["level"] for w in warnings] == ["warning", "warning"], lines
+
+
+# ---------------------------------------------------------------------------- help (issue 14)
+
+
+def all_commands() -> list[list[str]]:
+    """Every command path: [], ["check"], ..., ["dlq", "inspect"], ..."""
+    paths: list[list[str]] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        paths.append(path)
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+
+    walk(main, [])
+    return paths
+
+
+def unparsed(context: click.Context) -> list[str]:
+    """A group's words left for its subcommand (Click 8: `protected_args` then `args`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return [*getattr(context, "protected_args", []), *context.args]
+
+
+def parse_command_line(words: list[str]) -> None:
+    """Parse (never run) `aep-connector ...` as the CLI would: every option and value valid."""
+    assert words[0] == "aep-connector", words
+    command: click.Command = main
+    context = main.make_context("aep-connector", words[1:])
+    while isinstance(command, click.Group) and unparsed(context):
+        name, sub, rest = command.resolve_command(context, unparsed(context))
+        assert sub is not None
+        assert name is not None
+        command, context = sub, sub.make_context(name, rest, parent=context)
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p) or "aep-connector")
+def test_every_help_ends_with_examples_that_parse(
+    path: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(README.parent)  # the examples name the example mappings
+    result = run_cli(*path, "--help")
+    assert result.returncode == 0, result.stderr
+    body, found, examples = result.stdout.rstrip().rpartition("Examples:\n")
+    assert found, f"aep-connector {' '.join(path)} --help has no examples"
+    assert "-h, --help" in body  # after the options
+    lines = [line.strip() for line in examples.splitlines()]
+    assert 1 <= len(lines) <= 2
+    for line in lines:
+        for part in line.split("&&"):
+            words = shlex.split(part)
+            while "=" in words[0]:  # VAR=value before the command
+                words.pop(0)
+            assert words[1 : 1 + len(path)] == path, line
+            parse_command_line(words)

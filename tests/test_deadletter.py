@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from connector.deadletter import CircuitBreaker, DeadLetterWriter, context_headers
 from connector.errors import DeadLetter, HaltError
@@ -158,9 +156,18 @@ def test_the_topic_check_never_names_the_topic_to_the_brokers() -> None:
 def test_breaker_trips_on_consecutive_dead_letters() -> None:
     breaker = CircuitBreaker(max_ratio=1.0, window=100, max_consecutive=3)
     for dead in (True, True, False, True, True):
-        breaker.record(dead)
+        breaker.decided_locally(dead)
     breaker.raise_if_open()
-    breaker.record(True)
+    breaker.decided_locally(True)
+    with pytest.raises(HaltError, match="3 records in a row"):
+        breaker.raise_if_open()
+
+
+def test_breaker_trips_on_consecutive_api_rejections() -> None:
+    breaker = CircuitBreaker(max_ratio=1.0, window=100, max_consecutive=3)
+    for _ in range(3):
+        breaker.decided_locally(False)
+        breaker.answered(True)
     with pytest.raises(HaltError, match="3 records in a row"):
         breaker.raise_if_open()
 
@@ -168,18 +175,43 @@ def test_breaker_trips_on_consecutive_dead_letters() -> None:
 def test_breaker_trips_on_ratio_over_a_full_window() -> None:
     breaker = CircuitBreaker(max_ratio=0.5, window=10, max_consecutive=1000)
     for i in range(9):
-        breaker.record(i % 3 != 0)  # 6 of 9 dead, but the window is not full yet
+        breaker.decided_locally(i % 3 != 0)  # 6 of 9 dead, but the window is not full yet
     breaker.raise_if_open()
-    breaker.record(False)  # 6 of 10 > 50 %
-    with pytest.raises(HaltError, match="6 of the last 10"):
+    breaker.decided_locally(False)  # 6 of 10 > 50 %
+    with pytest.raises(HaltError, match=r"60% of recent records.*6 of the last 10"):
         breaker.raise_if_open()
 
 
 def test_breaker_window_slides() -> None:
     breaker = CircuitBreaker(max_ratio=0.5, window=4, max_consecutive=1000)
     for dead in (True, True, False, False, False, False, True, True):
-        breaker.record(dead)
+        breaker.decided_locally(dead)
     breaker.raise_if_open()  # the window holds F F T T: 50 %, not over
+
+
+def test_breaker_does_not_count_local_dead_letters_against_answers_still_to_come() -> None:
+    """A backlog: 10 % of records are dead-lettered as they are taken, and the API has not
+    answered any of the others yet. The share is 10 %, not 100 %."""
+    breaker = CircuitBreaker(max_ratio=0.5, window=100, max_consecutive=1000)
+    for n in range(1000):
+        breaker.decided_locally(n % 10 == 0)
+    breaker.raise_if_open()
+    for _ in range(900):
+        breaker.answered(False)
+    breaker.raise_if_open()
+
+
+def test_breaker_combines_local_and_api_dead_letters() -> None:
+    """30 % dead-lettered at decode and 30 % of the rest rejected by the API: 51 % of records."""
+    breaker = CircuitBreaker(max_ratio=0.5, window=10, max_consecutive=1000)
+    for n in range(10):
+        breaker.decided_locally(n < 3)
+    for n in range(9):
+        breaker.answered(n < 3)
+    breaker.raise_if_open()  # the API's window is not full yet: 30 % so far
+    breaker.answered(False)
+    with pytest.raises(HaltError, match="51% of recent records"):
+        breaker.raise_if_open()
 
 
 class RefusingProducer(FakeProducer):
@@ -224,31 +256,3 @@ def test_a_record_too_large_for_the_topic_is_dead_lettered_without_its_value(whe
     assert headers["aep.dlq.value.omitted"] == b"500"
     assert headers["trace"] == b"\x01"
     assert headers["aep.dlq.source.offset"] == b"5"
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    window=st.integers(min_value=1, max_value=12),
-    max_ratio=st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]),
-    max_consecutive=st.integers(min_value=1, max_value=6),
-    steps=st.lists(st.one_of(st.booleans(), st.integers(min_value=0, max_value=30)), max_size=40),
-)
-def test_record_accepted_is_record_false_repeated(
-    window: int, max_ratio: float, max_consecutive: int, steps: list[bool | int]
-) -> None:
-    """A step is one record (dead-lettered or not) or a run of accepted records, noted by the
-    batch method on one breaker and one by one on the other: they must never differ."""
-    batched = CircuitBreaker(max_ratio, window, max_consecutive)
-    single = CircuitBreaker(max_ratio, window, max_consecutive)
-    for step in steps:
-        if isinstance(step, bool):
-            batched.record(step)
-            single.record(step)
-        else:
-            batched.record_accepted(step)
-            for _ in range(step):
-                single.record(False)
-        assert list(batched._recent) == list(single._recent)
-        assert batched._dead_in_window == single._dead_in_window == sum(single._recent)
-        assert batched._consecutive == single._consecutive
-        assert batched.tripped == single.tripped

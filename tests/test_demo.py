@@ -10,6 +10,7 @@ the topics hold only that run's records and everything adds up again.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -149,4 +150,9 @@ def test_demo_runs_end_to_end_and_reruns(
         )
         check_run(kafka_bootstrap, state_dir, summary, result.stdout)
         groups.append(summary["group"])
+        # Quiet (issue 14): no raw client log lines (librdkafka's "%4|...|GETPID|...") and no
+        # Python warnings; only the demo's own lines and the summary.
+        printed = result.stdout + result.stderr
+        assert not re.search(r"^%\d\|", printed, re.MULTILINE), printed
+        assert "Warning" not in printed, printed
     assert groups[0] != groups[1]

@@ -398,6 +398,48 @@ def test_an_idle_partition_commits_past_a_transaction_marker(tmp_path: Path) -> 
     assert script.committed(0) == 4
 
 
+def test_a_backlog_with_a_little_poison_does_not_trip_the_breaker(tmp_path: Path) -> None:
+    """Catching up on a backlog, the worker decides its undecodable records as fast as it
+    consumes, while acceptances come at the API's pace. 10 % poison must not look like 50 %
+    (found by the chaos suite: a worker catching up after a broker restart halted with
+    "501 of the last 1000 records were dead-lettered" at 6 % poison)."""
+    api_open = threading.Event()
+
+    def slow_api(request: httpx.Request) -> httpx.Response:
+        api_open.wait(10)
+        return accept_all(request)
+
+    bad = frozenset(range(5, 1000, 10))
+    steps: list[Step | Until] = [
+        produce(0, range(0, 1000), bad=bad),
+        Until(lambda: len(producer.produced) == len(bad)),  # every dead letter written
+        lambda s: api_open.set(),
+        Until(lambda: script.position(0) == 1000),
+    ]
+    worker, script, producer = make_worker(
+        tmp_path, steps, slow_api, dead_letter={"window": 100, "max_ratio": 0.5}
+    )
+    assert worker.run() == EXIT_OK, worker.halt_reason
+    assert script.committed(0) == 1000
+
+
+def test_the_breaker_still_trips_when_the_api_rejects_every_record(tmp_path: Path) -> None:
+    def reject_all(request: httpx.Request) -> httpx.Response:
+        count = len(orjson.loads(request.content)["messages"])
+        status = {"status": 400, "message": "no"}
+        return httpx.Response(207, json={"responses": [status for _ in range(count)]})
+
+    steps: list[Step | Until] = [produce(0, range(0, 300)), Until(lambda: False)]
+    worker, _, _ = make_worker(
+        tmp_path,
+        steps,
+        reject_all,
+        dead_letter={"window": 100, "max_ratio": 0.5, "max_consecutive": 1000},
+    )
+    assert worker.run() == EXIT_HALT
+    assert "dead-letter circuit breaker tripped" in (worker.halt_reason or "")
+
+
 # ---------------------------------------------------------------------------- issue 10 edges
 
 

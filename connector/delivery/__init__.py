@@ -9,7 +9,9 @@ import httpx
 
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
+from connector.delivery.concurrency import AttemptLog
 from connector.delivery.dispatcher import Dispatcher
+from connector.delivery.ratelimit import RateLimits
 from connector.delivery.sender import ApiHealth, Sender
 from connector.delivery.transport import build_http_client
 from connector.metrics import Metrics
@@ -41,8 +43,21 @@ def build_dispatcher(
     wall_clock: Callable[[], float],
     tracing: Tracing | None = None,
 ) -> Dispatcher:
-    """The delivery stack of a worker: dispatcher → sender → token provider → HTTP client."""
+    """The delivery stack of a worker: dispatcher → sender → token provider → HTTP client,
+    with the flow controls the settings ask for (docs/flow-control.md)."""
     platform = settings.platform
+    batching = settings.batching
+    # The sender reports attempts here and the dispatcher adapts each connection's limit.
+    attempts = AttemptLog() if batching.adaptive_concurrency else None
+    rate_limits = None
+    if batching.max_messages_per_s is not None or batching.max_requests_per_s is not None:
+        rate_limits = RateLimits(
+            batching.max_messages_per_s,
+            batching.max_requests_per_s,
+            batching.rate_limit_burst_s,
+            metrics,
+            clock,
+        )
     sender = Sender(
         http,
         platform,
@@ -53,6 +68,8 @@ def build_dispatcher(
         max_unacknowledged=settings.retry.max_unacknowledged,
         wall_clock=wall_clock,
         clock=clock,
+        rate_limits=rate_limits,
+        attempts=attempts,
     )
     sender.tracing = tracing
-    return Dispatcher(settings.batching, connections, sender, clock)
+    return Dispatcher(batching, connections, sender, clock, attempts, metrics)

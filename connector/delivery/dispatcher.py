@@ -8,11 +8,15 @@ A *lane* is the unit of ordering. With `ordering: partition` a lane is one conne
 partition, and a lane has at most one request in flight, so retries cannot reorder it. With
 `ordering: none` a lane is a connection, and several of its requests may be in flight.
 Either way a connection holds at most `max_in_flight_per_connection` of the request slots,
-so one inlet that is down (its requests retrying) cannot starve the others.
+so one inlet that is down (its requests retrying) cannot starve the others. With
+`adaptive_concurrency` a connection holds at most its adaptive limit, which moves between 1 and
+that cap on the attempts its requests report (concurrency.py).
 
 Each request runs in a thread of its own and only hands its result back; the loop applies it.
 Cancelling a request (revoke, partition loss, shutdown) frees its lane and slot at once; the
 thread notices before its next attempt or during its backoff and its late result is ignored.
+A request that hands back unfinished messages (the shutdown deadline or a halt stopped it)
+ends its partitions' sending: their later batches are dropped, never sent past it.
 A request thread is a daemon: one still inside a POST when the process must exit is abandoned,
 never waited for.
 """
@@ -29,7 +33,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from connector.delivery.batcher import Batch, Batcher, Lane, OutboundMessage, request_size
+from connector.delivery.concurrency import AttemptLog, ConnectionLimits
 from connector.delivery.sender import DeliveryResult, Sender, Ticket
+from connector.metrics import Metrics
 from connector.offsets import PartitionKey
 from connector.settings import BatchingSettings
 
@@ -51,7 +57,11 @@ class Dispatcher:
         connections: int,
         sender: Sender,
         clock: Callable[[], float],
+        attempts: AttemptLog | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """`attempts`: where the sender reports its attempts; given, each connection's limit
+        adapts to them (the sender and the dispatcher must share it)."""
         self._batcher = Batcher(
             batching.max_request_bytes, batching.max_records, batching.linger_ms / 1000, clock
         )
@@ -61,6 +71,7 @@ class Dispatcher:
         self.slots_per_connection = batching.max_in_flight_per_connection or math.ceil(
             self.slots / max(1, connections)
         )
+        self.limits = ConnectionLimits(self.slots_per_connection, attempts, clock, metrics)
         self._ready: deque[Batch] = deque()
         self._requests: dict[int, _Request] = {}
         self._busy_lanes: set[Lane] = set()
@@ -103,11 +114,13 @@ class Dispatcher:
         # filling instead of waiting, closed and half empty. Other lanes' batches queue in
         # order after linger_ms, and keep filling until their request starts (_start seals
         # them), so no lane waits for ever and none leaves emptier than the wait allowed.
+        limits = self.limits
+        limits.update()
         blocked = {batch.lane for batch in self._ready}
         if self._ordered:
             blocked |= self._busy_lanes
         else:
-            full = {c for c, n in self._per_connection.items() if n >= self.slots_per_connection}
+            full = {c for c, n in self._per_connection.items() if n >= limits.limit(c)}
             blocked |= {(c,) for c in full}
         self._ready.extend(self._batcher.queue_due(blocked))  # open until they start
         free = self.slots - len(self._requests)
@@ -124,7 +137,7 @@ class Dispatcher:
         self._ready = waiting
 
     def _may_start(self, batch: Batch) -> bool:
-        if self._per_connection[batch.connection_id] >= self.slots_per_connection:
+        if self._per_connection[batch.connection_id] >= self.limits.limit(batch.connection_id):
             return False
         return not (self._ordered and batch.lane in self._busy_lanes)
 
@@ -135,6 +148,7 @@ class Dispatcher:
         self._requests[number] = _Request(batch, ticket)
         self._busy_lanes.add(batch.lane)
         self._per_connection[batch.connection_id] += 1
+        self.limits.started(batch.connection_id, self._per_connection[batch.connection_id])
         threading.Thread(
             target=self._send, args=(number, batch, ticket), name=f"request-{number}", daemon=True
         ).start()
@@ -176,6 +190,12 @@ class Dispatcher:
             self._release(number)
             if isinstance(result, BaseException):
                 raise RequestCrashed(f"request thread failed: {type(result).__name__}") from result
+            if result.unfinished:
+                # Interrupted by the deadline (shutdown) or a halt. A later batch of these
+                # partitions would reach the API ahead of the unfinished messages and could
+                # never be committed (the commit stops at them): the next owner would send it
+                # again. So nothing more of them is sent; the next owner sends it all, in order.
+                self.drop({m.state.key for m in result.unfinished})
             results.append(result)
         return results
 
@@ -201,7 +221,7 @@ class Dispatcher:
         for number, request in list(self._requests.items()):
             if keys is not None and not self._touches(request.batch, keys):
                 continue
-            request.ticket.cancel.set()
+            request.ticket.cancel()
             self._release(number)
             if keys is not None:
                 for message in request.batch.messages:
@@ -212,7 +232,7 @@ class Dispatcher:
         """No attempt of any request, running or to come, lasts past `deadline` (shutdown)."""
         self._deadline = deadline
         for request in self._requests.values():
-            request.ticket.deadline = deadline
+            request.ticket.set_deadline(deadline)
 
     @staticmethod
     def _touches(batch: Batch, keys: Collection[PartitionKey]) -> bool:

@@ -6,13 +6,16 @@ cannot overtake it. A 413 (or a 400 on several messages) splits the batch in hal
 order; a 207 entry that failed transiently is sent again alone with the others of its kind.
 Authentication failures renew the token once, then halt. The payloads of a raw batch go one by
 one, in order, to the single-message endpoint with their dataflow's x-adobe-flow-id header:
-the API has no batch of raw payloads.
+the API has no batch of raw payloads. Each attempt first waits for the connection's rate limit,
+if one is set (ratelimit.py), and reports its outcome and round trip when concurrency adapts
+(concurrency.py).
 
 `deliver` never raises the connector's errors: what became of each message comes back in a
 DeliveryResult, including the halves a split already got accepted when a later half is
 interrupted or halts. The loop controls a request through its Ticket: cancelling it (revoke,
-loss, shutdown) is noticed before every attempt and during every backoff, and a deadline
-bounds each attempt's timeout (shutdown).
+loss, shutdown) is noticed before every attempt, again once a token has been had (a renewal
+may wait long), and during every backoff; a deadline bounds each attempt's timeout and ends a
+backoff that would outlast it, also one already sleeping when the deadline is set (shutdown).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import httpx
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage, request_body
+from connector.delivery.concurrency import AttemptLog
 from connector.delivery.outcome import TRANSIENT, Accepted, Outcome, classify, classify_single
+from connector.delivery.ratelimit import RateLimits
 from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
     AuthenticationError,
@@ -73,10 +78,20 @@ class ApiHealth:
 
 @dataclass(slots=True)
 class Ticket:
-    """The loop's hold on one request: cancel it, or bound its time (monotonic deadline)."""
+    """The loop's hold on one request: cancel it, or bound its time (monotonic deadline).
+    Either wakes the request if it sleeps in a backoff (a Retry-After may be long)."""
 
-    cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    changed: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self.changed.set()
+
+    def set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline  # written before the wake-up, so the sleeper reads it
+        self.changed.set()
 
 
 @dataclass(slots=True)
@@ -113,6 +128,8 @@ class Sender:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        rate_limits: RateLimits | None = None,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self._http = http
         self._base_url = platform.base_url.rstrip("/")
@@ -131,6 +148,8 @@ class Sender:
         self._wall_clock = wall_clock
         self._clock = clock
         self._rng = rng or random.Random()
+        self._rate_limits = rate_limits  # waited for before each attempt
+        self._attempts = attempts  # each attempt's outcome, for adaptive concurrency
         self.tracing: Tracing | None = None  # set when tracing is enabled
 
     def deliver(self, batch: Batch, ticket: Ticket | None = None) -> DeliveryResult:
@@ -184,7 +203,10 @@ class Sender:
         renew = renewed = False
         headers: dict[str, str] = {}
         while True:
-            timeout = self._attempt_timeout(ticket)
+            limits = self._rate_limits
+            if limits is not None and not limits.acquire(connection_id, len(pending), ticket):
+                raise Interrupted
+            self._raise_if_stopped(ticket)  # no token is fetched for a stopped request
             attempt += 1
             retry_after: float | None = None
             try:
@@ -192,11 +214,16 @@ class Sender:
                     self._tokens.renew_after_rejection(headers)
                     renew = False
                 headers = {**self._headers, **self._tokens.headers()}
+                # A token may take long (another thread's fetch holds the lock): a request
+                # cancelled or out of time meanwhile must not be sent once it has one.
+                timeout = self._attempt_timeout(ticket)
                 if raw_flow_id is not None:  # the mapping's flow, whatever extra_headers say
                     headers = {k: v for k, v in headers.items() if k.lower() != FLOW_ID_HEADER}
                     headers[FLOW_ID_HEADER] = raw_flow_id
                 result.attempts += 1
-                outcomes = self._post(url, body, len(pending), headers, timeout, result)
+                outcomes = self._post(
+                    connection_id, url, body, len(pending), headers, timeout, result
+                )
                 self._health.answered()
                 pending = self._apply(pending, outcomes, attempt, result)
                 if not pending:
@@ -255,15 +282,18 @@ class Sender:
                 )
         return again
 
+    def _raise_if_stopped(self, ticket: Ticket) -> None:
+        if ticket.cancelled.is_set():
+            raise Interrupted
+        if ticket.deadline is not None and ticket.deadline <= self._clock():
+            raise Interrupted
+
     def _attempt_timeout(self, ticket: Ticket) -> httpx.Timeout | None:
         """The timeout of the next attempt (None: the client's), or Interrupted."""
-        if ticket.cancel.is_set():
-            raise Interrupted
+        self._raise_if_stopped(ticket)
         if ticket.deadline is None:
             return None
         left = ticket.deadline - self._clock()
-        if left <= 0:
-            raise Interrupted
         if left >= self._request_timeout_s:
             return None
         return httpx.Timeout(left, connect=min(left, self._connect_timeout_s))
@@ -291,14 +321,26 @@ class Sender:
                 }
             },
         )
-        if ticket.deadline is not None and self._clock() + delay >= ticket.deadline:
+        wake_at = self._clock() + delay
+        if ticket.deadline is not None and wake_at >= ticket.deadline:
             raise Interrupted
         self._metrics.backoff_seconds.inc(delay)
-        if ticket.cancel.wait(delay):
-            raise Interrupted
+        left = delay
+        # Woken by a cancel or a deadline set meanwhile (SIGTERM): a request sleeping in a
+        # long Retry-After returns what it finished (accepted halves) instead of sleeping on.
+        while ticket.changed.wait(left):
+            ticket.changed.clear()
+            if ticket.cancelled.is_set():
+                raise Interrupted
+            if ticket.deadline is not None and wake_at >= ticket.deadline:
+                raise Interrupted
+            left = wake_at - self._clock()
+            if left <= 0:
+                return
 
     def _post(
         self,
+        connection_id: str,
         url: str,
         body: bytes,
         count: int,
@@ -307,6 +349,7 @@ class Sender:
         result: DeliveryResult,
     ) -> list[Outcome]:
         started = time.monotonic()
+        attempt_started = self._clock()
         try:
             if timeout is None:
                 response = self._http.post(url, content=body, headers=headers)
@@ -314,9 +357,18 @@ class Sender:
                 response = self._http.post(url, content=body, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             self._metrics.requests.labels("error").inc()
+            if self._attempts is not None:
+                timed_out = isinstance(exc, httpx.TimeoutException)
+                self._attempts.record(
+                    connection_id, attempt_started, self._clock(), None, timed_out
+                )
             raise certificate_error(exc, "the API") or RetryableError(
                 f"request failed: {type(exc).__name__}: {exc}"
             ) from None
+        if self._attempts is not None:
+            self._attempts.record(
+                connection_id, attempt_started, self._clock(), response.status_code
+            )
         self._metrics.request_latency.observe(time.monotonic() - started)
         self._metrics.requests.labels(str(response.status_code)).inc()
         self._metrics.request_bytes.observe(len(body))

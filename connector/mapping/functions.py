@@ -53,12 +53,14 @@ def _random_uuid() -> str:
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """What evaluation depends on besides the record: the non-deterministic inputs of `now()`,
-    `timestamp()`, `uuid()` and `guid()`, the clock of the evaluation budget (seconds) and the
+    `timestamp()`, `uuid()` and `guid()`, the clocks of the evaluation budget (seconds) and the
     limits. Tests inject fixed ones."""
 
     now_ms: Callable[[], int] = _system_now_ms
     new_uuid: Callable[[], str] = _random_uuid
     clock: Callable[[], float] = time.perf_counter
+    #: This thread's CPU time (seconds): read only when the wall-clock budget ran out.
+    cpu_clock: Callable[[], float] = time.thread_time
     limits: MappingLimits = field(default_factory=MappingLimits)
 
 

@@ -20,7 +20,7 @@ from connector.envelope import Envelope, EnvelopeTarget, encode_raw
 from connector.mapping import dates, paths
 from connector.mapping.compiler import Ctx, ExpressionCompiler, describe
 from connector.mapping.entity import SKIPPED, Builder, Field, FilterSpec
-from connector.mapping.errors import MappingFailure, SourceError
+from connector.mapping.errors import TOO_SLOW, MappingFailure, SourceError
 from connector.mapping.functions import FUNCTION_NAMES, Runtime
 from connector.mapping.limits import MAX_DESTINATION_STARS, MAX_DESTINATION_STEPS
 from connector.mapping.nodes import Node, Ref
@@ -31,6 +31,9 @@ from connector.xdm import EntityValidator
 
 SourceFormat = Literal["json", "avro", "avro-schema"]
 SourceType = Literal["ATTRIBUTE", "EXPRESSION", "STATIC"]
+
+#: Attempts at a record that ran out of its budget while its thread was mostly waiting.
+STARVED_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,7 @@ class CompiledMapping:
         self._topics = frozenset(source_topics)
         self._build = build
         self._clock = runtime.clock
+        self._cpu_clock = runtime.cpu_clock
         self._budget_s = runtime.limits.budget_s
         self._encode: Callable[[dict[str, object], int], bytes] = (
             encode_raw if target is None else Envelope(target).encode
@@ -253,6 +257,33 @@ class CompiledMapping:
         """Map one decoded record. Raises only MappingFailure (strict-mode field error, filter
         error, a value that is not an object, an entity with no field at all, or the evaluation
         budget spent: reason "too_slow")."""
+        try:
+            return self._map(value, meta)
+        except MappingFailure as exc:
+            if exc.reason != TOO_SLOW:
+                raise
+            return self._map_again_measured(exc, value, meta)
+
+    def _map_again_measured(
+        self, failure: MappingFailure, value: object, meta: RecordMeta
+    ) -> MapResult:
+        """The budget is measured on the wall clock (cheap to read), so a thread that waited
+        (for the GIL, a throttled CPU quota, a loaded node) can run out of it without the record
+        being costly. Map again, reading this thread's CPU time too: the record fails as
+        too_slow once an attempt spends half its budget computing; after STARVED_ATTEMPTS
+        attempts that were only waiting, it fails too, so that the loop is never held for
+        long (the dead letter can be replayed)."""
+        for _attempt in range(STARVED_ATTEMPTS):
+            started = self._cpu_clock()
+            try:
+                return self._map(value, meta)
+            except MappingFailure as exc:
+                if exc.reason != TOO_SLOW or self._cpu_clock() - started >= self._budget_s / 2:
+                    raise
+                failure = exc
+        raise failure
+
+    def _map(self, value: object, meta: RecordMeta) -> MapResult:
         if not isinstance(value, dict):
             raise MappingFailure(f"the record value is not an object (got {type_name(value)})")
         ctx = Ctx(value, meta, self.strict, self._clock() + self._budget_s)

@@ -326,6 +326,9 @@ def modulo(left: object, right: object) -> object:
     if isinstance(a, int) and isinstance(b, int):
         remainder = abs(a) % abs(b)
         return remainder if a >= 0 else -remainder
+    if math.isinf(a) or math.isnan(a) or math.isnan(b):
+        # Java answers NaN, which no JSON value can carry (Avro doubles can be infinite)
+        raise ExpressionError(f"mod of {a!r} by {b!r} has no number as its result")
     return math.fmod(a, b)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -12,12 +14,13 @@ import pytest
 from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage
+from connector.delivery.dispatcher import Dispatcher
 from connector.delivery.sender import ApiHealth, DeliveryResult, Sender, Ticket
 from connector.errors import RetryableError
 from connector.metrics import Metrics
 from connector.offsets import PartitionState
 from connector.records import SourceRecord
-from connector.settings import AuthSettings, PlatformSettings
+from connector.settings import AuthSettings, BatchingSettings, PlatformSettings
 
 STATE = PartitionState(("t", 0))
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -263,7 +266,7 @@ def test_a_cancelled_ticket_stops_a_batch_that_keeps_failing() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         calls["n"] += 1
         if calls["n"] == 5:
-            ticket.cancel.set()
+            ticket.cancel()
         return httpx.Response(503)
 
     sender, _, _ = make_sender(handler)
@@ -281,7 +284,7 @@ def test_a_ticket_cancelled_before_the_first_attempt_sends_nothing() -> None:
         return accept_all(request)
 
     ticket = Ticket()
-    ticket.cancel.set()
+    ticket.cancel()
     sender, _, _ = make_sender(handler)
     assert len(sender.deliver(batch(1), ticket).unfinished) == 1
     assert calls["n"] == 0
@@ -314,7 +317,7 @@ def test_accepted_halves_of_a_split_batch_are_kept_when_a_later_half_is_interrup
         if len(messages) > 2:
             return httpx.Response(413)
         if messages[0]["n"] >= 2:  # the second half keeps failing until the stop
-            ticket.cancel.set()
+            ticket.cancel()
             return httpx.Response(503)
         return accept_all(request)
 
@@ -457,3 +460,98 @@ def test_each_accepted_message_keeps_the_ids_of_the_answer_that_accepted_it() ->
         2: ("batch-4", "batch-4:0", at),
         3: ("batch-4", "batch-4:1", at),
     }
+
+
+# The loop stops requests through the dispatcher (Dispatcher.set_deadline at SIGTERM,
+# Dispatcher.cancel at a revoke); these tests send through a real Dispatcher and Sender.
+
+
+class WatchedSender(Sender):
+    """A Sender that says when a delivery has returned (the dispatcher drops the results of
+    cancelled requests, so a test cannot wait for them)."""
+
+    returned = threading.Event()
+
+    def deliver(self, batch: Batch, ticket: Ticket | None = None) -> DeliveryResult:
+        try:
+            return super().deliver(batch, ticket)
+        finally:
+            self.returned.set()
+
+
+def dispatching(
+    handler: Handler, auth: AuthSettings | None = None, max_retry_after_s: float = 0.001
+) -> tuple[Dispatcher, WatchedSender, Metrics]:
+    metrics = Metrics()
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    platform = PlatformSettings(base_url="http://api.test", sandbox_name="dev")
+    tokens = TokenProvider(auth or AuthSettings(), http, time.monotonic, metrics)
+    policy = BackoffPolicy(initial_s=0.0001, max_s=0.001, max_retry_after_s=max_retry_after_s)
+    sender = WatchedSender(
+        http, platform, tokens, policy, metrics, ApiHealth(time.monotonic), rng=random.Random(0)
+    )
+    sender.returned = threading.Event()
+    settings = BatchingSettings(max_records=4, linger_ms=0)
+    return Dispatcher(settings, 1, sender, time.monotonic), sender, metrics
+
+
+def await_value(read: Callable[[], float]) -> None:
+    deadline = time.monotonic() + 5
+    while not read():
+        assert time.monotonic() < deadline, "the request never got there"
+        time.sleep(0.001)
+
+
+def test_a_deadline_set_during_a_long_backoff_wakes_the_request_with_its_accepted_halves() -> None:
+    """SIGTERM while a split batch's second half sleeps in a 30 s Retry-After: the request
+    returns at once with the first half accepted, for the final commit (issue 10, edge 4)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        messages = orjson.loads(request.content)["messages"]
+        if len(messages) > 2:
+            return httpx.Response(413)
+        if messages[0]["n"] >= 2:
+            return httpx.Response(503, headers={"Retry-After": "30"})
+        return accept_all(request)
+
+    dispatcher, _, metrics = dispatching(handler, max_retry_after_s=60)
+    for message in batch(4).messages:
+        dispatcher.add(message)
+    dispatcher.dispatch()
+    await_value(metrics.backoff_seconds._value.get)  # the second half sleeps 30 s
+    dispatcher.set_deadline(time.monotonic() + 3)
+    dispatcher.wait(5)
+    results = dispatcher.collect()
+    assert len(results) == 1, "the sleeping request did not return when the deadline came"
+    assert [m.record.offset for m in results[0].accepted] == [0, 1]
+    assert [m.record.offset for m in results[0].unfinished] == [2, 3]
+
+
+def test_a_request_cancelled_while_it_waits_for_a_token_sends_nothing() -> None:
+    """A revoke while the request renews a refused token: once the identity service answers,
+    the cancelled request must not POST (the partition's new owner sends those records)."""
+    posts: list[str] = []
+    fetching, answer = threading.Event(), threading.Event()
+    issued: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ims/token/v3":
+            if issued:  # the renewal: held until the test lets it answer
+                fetching.set()
+                answer.wait(5)
+            issued.append(f"t{len(issued)}")
+            return httpx.Response(200, json={"access_token": issued[-1], "expires_in": 3600})
+        posts.append(request.headers["authorization"])
+        if len(posts) == 1:
+            return httpx.Response(403, json={"message": "token expired"})
+        return accept_all(request)
+
+    dispatcher, sender, _ = dispatching(handler, AUTH)
+    for message in batch(2).messages:
+        dispatcher.add(message)
+    dispatcher.dispatch()
+    assert fetching.wait(5), "the request never renewed its token"
+    dispatcher.cancel([STATE.key])
+    answer.set()
+    assert sender.returned.wait(5)
+    assert posts == ["Bearer t0"], "the cancelled request was sent again with the new token"

@@ -219,7 +219,7 @@ def test_sender_halts_after_a_bound_on_certificate_failures(api: str) -> None:
         rng=random.Random(0),
     )
     ticket = Ticket()
-    give_up = threading.Timer(20, ticket.cancel.set)  # retried for ever: unfinished, no halt
+    give_up = threading.Timer(20, ticket.cancel)  # retried for ever: unfinished, no halt
     give_up.start()
     try:
         result = sender.deliver(one_message_batch(), ticket)

@@ -66,6 +66,13 @@ def test_operator_errors(source: str, message: str) -> None:
     assert message in error_of(source)
 
 
+def test_mod_of_an_infinite_number_is_a_field_error() -> None:
+    # Avro doubles can be infinite; Java's answer (NaN) is no JSON value, Python's fmod raises.
+    for record in ({"a": float("inf"), "b": 2.0}, {"a": float("inf"), "b": float("inf")}):
+        assert "has no number as its result" in error_of("a mod b", record)
+    assert evaluate("a mod b", {"a": 5.5, "b": float("inf")}) == 5.5
+
+
 def test_and_or_short_circuit() -> None:
     assert evaluate("false and to_integer(s) == 1", {"s": "x"}) is False
     assert evaluate("true or to_integer(s) == 1", {"s": "x"}) is True

@@ -7,7 +7,9 @@ import itertools
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,6 +18,7 @@ import re2
 from connector.mapping import MappingFailure, MappingLoadError, Runtime, load_mapping_file
 from connector.mapping.functions import _split_url
 from connector.mapping.limits import CACHE_MAX_KEY_CHARS, MappingLimits
+from connector.mapping.mapping import STARVED_ATTEMPTS
 from connector.mapping.regexes import compile_pattern
 from connector.mapping.useragent import _agent_info, agent_info
 from tests.mapping.support import DEFAULTS, META, RUNTIME, evaluate, mapping_of, write_mapping
@@ -131,6 +134,49 @@ def test_evaluation_budget_fails_the_record_as_too_slow(tmp_path: Path) -> None:
         mapping.apply({"items": [{"a": 1}] * 100}, META)  # one clock check per element
     assert failure.value.reason == "too_slow"
     assert "out[*]" in str(failure.value)
+
+
+def _budget_mapping(tmp_path: Path, wall: Callable[[], float], cpu: Callable[[], float]) -> Any:
+    """A mapping with a budget check per array element and a 5-second budget, on fake clocks."""
+    runtime = Runtime(now_ms=RUNTIME.now_ms, new_uuid=RUNTIME.new_uuid, clock=wall, cpu_clock=cpu)
+    path = write_mapping(tmp_path, _base([_copy("items[*].a", "out[*].a")]))
+    limits = MappingLimits(evaluation_budget_ms=5000)
+    return load_mapping_file(path, DEFAULTS, runtime=runtime, limits=limits)
+
+
+def test_a_record_whose_thread_only_waited_is_mapped_again(tmp_path: Path) -> None:
+    # The wall clock jumps 100 s during the first attempt (the thread was preempted, or its CPU
+    # quota throttled) while no CPU time passes: the record is mapped, not dead-lettered.
+    readings = iter([0.0, 100.0])
+    mapping = _budget_mapping(tmp_path, lambda: next(readings, 200.0), lambda: 0.0)
+    assert mapping.apply({"items": [{"a": 1}] * 3}, META).entity == {"out": [{"a": 1}] * 3}
+
+
+def test_a_record_that_spends_its_budget_computing_fails_on_the_second_attempt(
+    tmp_path: Path,
+) -> None:
+    ticks = itertools.count()
+    cpu_readings: list[float] = []
+
+    def cpu() -> float:  # the thread computes all the time: CPU time follows the wall clock
+        cpu_readings.append(float(len(cpu_readings) * 10))
+        return cpu_readings[-1]
+
+    mapping = _budget_mapping(tmp_path, lambda: next(ticks), cpu)
+    with pytest.raises(MappingFailure) as failure:
+        mapping.apply({"items": [{"a": 1}] * 100}, META)
+    assert failure.value.reason == "too_slow"
+    assert len(cpu_readings) == 2  # one measured attempt after the first
+
+
+def test_a_thread_that_keeps_waiting_gives_up_after_the_starved_attempts(tmp_path: Path) -> None:
+    ticks = itertools.count()
+    cpu_readings: list[float] = []
+    mapping = _budget_mapping(tmp_path, lambda: next(ticks), lambda: cpu_readings.append(0) or 0)
+    with pytest.raises(MappingFailure) as failure:
+        mapping.apply({"items": [{"a": 1}] * 100}, META)
+    assert failure.value.reason == "too_slow"
+    assert len(cpu_readings) == 2 * STARVED_ATTEMPTS  # then the loop moves on
 
 
 def _ticking(budget_ticks: int) -> tuple[Runtime, MappingLimits]:

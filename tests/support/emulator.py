@@ -85,6 +85,11 @@ class RunningEmulator:
         result: dict[str, Any] = self._control("POST", "/faults", json=spec).json()
         return result
 
+    def faults(self) -> dict[str, Any]:
+        """The fault plan in force and what is left of its sequence."""
+        result: dict[str, Any] = self._control("GET", "/faults").json()
+        return result
+
     def clear_faults(self) -> None:
         """No more faults; stalled requests carry on."""
         self._control("DELETE", "/faults")
@@ -136,9 +141,11 @@ def start_emulator(
     tmp_path: Path | None = None,
     *,
     startup_timeout_s: float = 20.0,
+    port: int | None = None,
 ) -> Iterator[RunningEmulator]:
     """Run the emulator with `config` until the block exits. Raises EmulatorStartError when it
-    does not come up (for example an invalid configuration: the error shows its output)."""
+    does not come up (for example an invalid configuration: the error shows its output).
+    `port` starts it on that port (to start one again where its clients expect it)."""
     with ExitStack() as stack:
         if tmp_path is None:
             tmp_path = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -147,15 +154,18 @@ def start_emulator(
         log_file = config_file.with_suffix(".log")
         client = stack.enter_context(httpx.Client(timeout=10))
         for attempt in range(3):
-            port = free_port()
-            process = _spawn(port, config_file, log_file)
+            chosen = port or free_port()
+            process = _spawn(chosen, config_file, log_file)
             stack.callback(_stop, process)
-            url = f"http://127.0.0.1:{port}"
+            url = f"http://127.0.0.1:{chosen}"
             try:
                 _wait_until_up(url, process, client, log_file, startup_timeout_s)
             except EmulatorStartError as exc:
-                # Another process may have taken the port between probe and bind: try another.
+                # Another process may have taken the port between probe and bind: try another
+                # (or, for a fixed port, wait for the previous holder to let it go).
                 if "address already in use" in str(exc).lower() and attempt < 2:
+                    if port is not None:
+                        time.sleep(1.0)
                     continue
                 raise
             yield RunningEmulator(url, process, config_file, log_file, client)

@@ -60,10 +60,27 @@ def local_service(name: str, state_dir: Path) -> Iterator[str]:
 def local_service_addresses(name: str, state_dir: Path, *options: str) -> Iterator[dict[str, str]]:
     """Start one service with scripts/local-kafka (and `options`); yield every address it
     printed; stop it on exit."""
-    command = [sys.executable, str(LOCAL_KAFKA)]
-    common = ["--only", name, "--state-dir", str(state_dir)]
+    addresses = _start_local_service(name, state_dir, *options)
+    try:
+        yield addresses
+    finally:
+        stop_local_service(name, state_dir)
+
+
+def start_local_service(name: str, state_dir: Path) -> str:
+    """Start (or start again: a broker keeps its ports and data) one service in `state_dir`
+    with scripts/local-kafka; returns its address once it answers."""
+    return next(iter(_start_local_service(name, state_dir).values()))
+
+
+def stop_local_service(name: str, state_dir: Path) -> None:
+    """Stop a service started by start_local_service (SIGTERM: a clean shutdown)."""
+    subprocess.run(_local_kafka(name, state_dir, "stop"), capture_output=True, check=False)
+
+
+def _start_local_service(name: str, state_dir: Path, *options: str) -> dict[str, str]:
     result = subprocess.run(
-        [*command, "start", *common, *options, "--json"],
+        [*_local_kafka(name, state_dir, "start"), *options, "--json"],
         capture_output=True,
         text=True,
         check=False,
@@ -71,10 +88,12 @@ def local_service_addresses(name: str, state_dir: Path, *options: str) -> Iterat
     if result.returncode != 0:
         raise ServiceUnavailable(f"{INSTALL_HINT}\nscripts/local-kafka said:\n{result.stderr}")
     sys.stderr.write(result.stderr)
-    try:
-        yield json.loads(result.stdout)
-    finally:
-        subprocess.run([*command, "stop", *common], capture_output=True, check=False)
+    addresses: dict[str, str] = json.loads(result.stdout)
+    return addresses
+
+
+def _local_kafka(name: str, state_dir: Path, action: str) -> list[str]:
+    return [sys.executable, str(LOCAL_KAFKA), action, "--only", name, "--state-dir", str(state_dir)]
 
 
 @contextmanager

@@ -50,13 +50,6 @@ def raw_mapping(topic: str, flow: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def scenario(kafka_bootstrap: str, tmp_path: Path) -> Scenario:
-    topic = create_topic(kafka_bootstrap, unique_name("orders"), partitions=4)
-    dlq = create_topic(kafka_bootstrap, unique_name("dlq"), partitions=1)
-    return Scenario(kafka_bootstrap, topic, dlq, unique_name("group"), tmp_path / "m", tmp_path)
-
-
-@pytest.fixture
 def dataflow_emulator(tmp_path: Path) -> Iterator[RunningEmulator]:
     with start_emulator(EMULATOR, tmp_path) as running:
         yield running
