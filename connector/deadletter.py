@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -275,6 +276,24 @@ class _Window:
         else:
             self.consecutive = 0
 
+    def add_passed(self, count: int) -> int | None:
+        """`count` outcomes that were not dead letters, as `count` calls of add(False) would
+        leave the window; returns the dead count at the moment the window filled up on the
+        way (its share then is the highest of the run), None when it did not."""
+        recent = self.recent
+        size = recent.maxlen
+        assert size is not None
+        before = len(recent)
+        filled = self.dead if before < size <= before + count else None
+        pushed_out = before + count - size
+        if pushed_out >= before:
+            self.dead = 0
+        elif pushed_out > 0:
+            self.dead -= sum(islice(recent, pushed_out))
+        recent.extend(repeat(False, min(count, size)))
+        self.consecutive = 0
+        return filled
+
     @property
     def full(self) -> bool:
         return len(self.recent) == self.recent.maxlen
@@ -315,20 +334,54 @@ class CircuitBreaker:
         """One message the API accepted, or rejected (dead-lettered)."""
         self._record(self._api, dead_lettered)
 
+    def passed_locally(self, count: int) -> None:
+        """`count` parts taken on their way to the API (or filtered out), in one: what `count`
+        calls of decided_locally(False) do (the intake notes each consumed batch's run)."""
+        self._record_passed(self._local, count)
+
+    def accepted(self, count: int) -> None:
+        """`count` messages the API accepted, in one: what `count` calls of answered(False) do
+        (the loop notes each request's result)."""
+        self._record_passed(self._api, count)
+
     def _record(self, window: _Window, dead_lettered: bool) -> None:
         window.add(dead_lettered)
         if window.consecutive >= self.max_consecutive:
             self._trip(f"{window.consecutive} records in a row were dead-lettered")
-        local, api = self._local, self._api
-        if not local.full:
+        self._check_share()
+
+    def _record_passed(self, window: _Window, count: int) -> None:
+        """A run of outcomes that were not dead letters. The shares only fall during the run,
+        so the states record() would check were checked already, but for the one where the
+        window filled up on the way (the other window's share may count only from then)."""
+        if count <= 0:
+            return
+        filled = window.add_passed(count)
+        if filled is None:
+            return
+        at_fill = (filled, len(window.recent))
+        if window is self._local:
+            self._check_share(local=at_fill)
+        else:
+            self._check_share(api=at_fill)
+
+    def _check_share(
+        self, local: tuple[int, int] | None = None, api: tuple[int, int] | None = None
+    ) -> None:
+        """Trip if the share of recent records dead-lettered passes the limit. `local` and
+        `api` give a window's (dead, recorded) at an earlier moment instead of its state now."""
+        local_dead, local_len = local or (self._local.dead, len(self._local.recent))
+        api_dead, api_len = api or (self._api.dead, len(self._api.recent))
+        size = self._local.recent.maxlen
+        if local_len != size:
             return  # every API answer was a local part first: too few records yet
-        api_share = api.share if api.full else 0.0
-        share = 1 - (1 - local.share) * (1 - api_share)
+        api_share = api_dead / api_len if api_len == size else 0.0  # both windows: one size
+        share = 1 - (1 - local_dead / local_len) * (1 - api_share)
         if share > self.max_ratio:
             self._trip(
-                f"{share:.0%} of recent records were dead-lettered: {local.dead} of the last "
-                f"{len(local.recent)} at decode, map or validate, {api.dead} of the last "
-                f"{len(api.recent)} the API answered (limit {self.max_ratio:.0%})"
+                f"{share:.0%} of recent records were dead-lettered: {local_dead} of the last "
+                f"{local_len} at decode, map or validate, {api_dead} of the last "
+                f"{api_len} the API answered (limit {self.max_ratio:.0%})"
             )
 
     def _trip(self, why: str) -> None:

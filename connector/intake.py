@@ -67,6 +67,9 @@ class Intake:
             for reason in ("filter", "tombstone", "refetched")
         }
         self._reseeked: set[PartitionKey] = set()  # the rest of this batch is stale
+        #: Parts taken since the breaker last heard of one, none dead-lettered: the breaker
+        #: notes such a run at once (before the next dead letter, or at the end of the batch).
+        self._passed = 0
 
     def take(self, messages: list[Message], now_ms: int) -> None:
         # The record path: names bound once per batch, the consumed count added once per topic
@@ -106,6 +109,7 @@ class Intake:
             for topic, count in consumed.items():
                 route_of(topic).consumed.inc(count)
             reseeked.clear()
+            self._note_passed()
 
     def _start_over(self, record: SourceRecord, state: PartitionState) -> PartitionState | None:
         """The partition's offsets went backwards: drop its work in progress and track it afresh
@@ -166,17 +170,23 @@ class Intake:
         elif processed.tombstone:
             self._skipped["tombstone"].inc()
         state.add(record.offset, len(messages) + len(letters))
-        breaker = self._breaker
-        if not messages and not letters:
-            breaker.decided_locally(False)  # filtered out or a skipped tombstone
-        for letter in letters:
-            breaker.decided_locally(True)
-            self._dead_letters.send(record, letter, (state, record.offset), self._stop)
+        if letters:
+            self._note_passed()
+            for letter in letters:
+                self._breaker.decided_locally(True)
+                self._dead_letters.send(record, letter, (state, record.offset), self._stop)
+        elif not messages:
+            self._passed += 1  # filtered out or a skipped tombstone: one part, not dead
+        self._passed += len(messages)
         add = self._dispatcher.add
         for body, target in messages:
-            breaker.decided_locally(False)
             add(
                 OutboundMessage(
                     body, record, state, target.name, target.connection_id, target.raw_flow_id
                 )
             )
+
+    def _note_passed(self) -> None:
+        if self._passed:
+            self._breaker.passed_locally(self._passed)
+            self._passed = 0

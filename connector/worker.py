@@ -235,9 +235,7 @@ class Worker:
         if receipts is None:
             for message in accepted:
                 message.state.finish(message.record.offset)
-        answered = self.breaker.answered
-        for _message in accepted:
-            answered(False)
+        self.breaker.accepted(len(accepted))
         for mapping, count in Counter(message.mapping for message in accepted).items():
             self.metrics.records_accepted.labels(mapping).inc(count)
         if receipts is not None:

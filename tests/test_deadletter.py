@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.deadletter import CircuitBreaker, DeadLetterWriter, context_headers
 from connector.errors import DeadLetter, HaltError
@@ -256,3 +258,40 @@ def test_a_record_too_large_for_the_topic_is_dead_lettered_without_its_value(whe
     assert headers["aep.dlq.value.omitted"] == b"500"
     assert headers["trace"] == b"\x01"
     assert headers["aep.dlq.source.offset"] == b"5"
+
+
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["local", "api"]), st.one_of(st.booleans(), st.integers(0, 30))),
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    window=st.integers(min_value=1, max_value=12),
+    max_ratio=st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]),
+    max_consecutive=st.integers(min_value=1, max_value=6),
+    steps=_STEPS,
+)
+def test_runs_noted_at_once_are_the_same_as_one_by_one(
+    window: int, max_ratio: float, max_consecutive: int, steps: list[tuple[str, bool | int]]
+) -> None:
+    """A step is one outcome (dead-lettered or not) or a run of outcomes that were not, on
+    either window; one breaker notes runs at once (passed_locally, accepted), the other one by
+    one: the windows, the runs and the trip (its reason included) must never differ."""
+    at_once = CircuitBreaker(max_ratio, window, max_consecutive)
+    one_by_one = CircuitBreaker(max_ratio, window, max_consecutive)
+    for where, step in steps:
+        single = one_by_one.decided_locally if where == "local" else one_by_one.answered
+        if isinstance(step, bool):
+            (at_once.decided_locally if where == "local" else at_once.answered)(step)
+            single(step)
+        else:
+            (at_once.passed_locally if where == "local" else at_once.accepted)(step)
+            for _ in range(step):
+                single(False)
+        for mine, theirs in ((at_once._local, one_by_one._local), (at_once._api, one_by_one._api)):
+            assert list(mine.recent) == list(theirs.recent)
+            assert mine.dead == theirs.dead == sum(theirs.recent)
+            assert mine.consecutive == theirs.consecutive
+        assert at_once.tripped == one_by_one.tripped

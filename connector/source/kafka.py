@@ -49,9 +49,12 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "session.timeout.ms": kafka.session_timeout_ms,
         "max.poll.interval.ms": kafka.max_poll_interval_ms,
         # librdkafka prefetches up to 64 MB per consumer by default; keep memory bounded.
-        "queued.max.messages.kbytes": 16_384,
+        # 4 MB is 0.15-1 s of what one worker consumes (1 KB records), far longer than a
+        # fetch from the brokers takes; 16 MB held ~20 MB more at peak for no gain in CPU or
+        # records/s (docs/performance.md). A deployment can set it in kafka.properties.
+        "queued.max.messages.kbytes": 4_096,
         # When that queue is full, librdkafka waits this long before fetching again. Its
-        # default, 1 s, is longer than the worker takes to empty 16 MB: the worker sat idle
+        # default, 1 s, is longer than the worker takes to empty the queue: the worker sat idle
         # until the next fetch (see the performance notes in docs/).
         "fetch.queue.backoff.ms": 20,
         # librdkafka's own log lines go through the worker's logging (JSON or text, one
