@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
 from connector.mapping import dates, paths, regexes, useragent
@@ -149,6 +149,20 @@ def make_cap_text(limits: MappingLimits) -> Callable[[str], str]:
     return cap_text
 
 
+class Pending:
+    """The value of a repeated call before (or instead of) its first evaluation: the call
+    failed or was not reached, so each field that reads it computes it again (and reports
+    the same error a call of its own would)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING: Final = Pending()
+
+
 def collector(segments: list[tuple[str | int, ...]]) -> Callable[[object], object]:
     """Read the first segment; each further segment follows a `[*]` and maps over its array."""
     read = paths.getter(segments[0])
@@ -184,6 +198,7 @@ HELPERS: Final[dict[str, object]] = {
     "lookup": paths.lookup,
     "MISSING": paths.MISSING,
     "user_agent": user_agent,
+    "PENDING": PENDING,
 }
 
 
@@ -226,6 +241,68 @@ class Namespace:
 def comment(text: str) -> str:
     """Text from the mapping file made safe for a `#` comment (no line break can survive)."""
     return repr(text)[1:-1]
+
+
+# --- calls repeated in a mapping ----------------------------------------------------------------
+
+#: Kinds of values a repeated call may share: immutable, so two fields holding the same
+#: object is the same as each holding its own.
+_SHAREABLE_KINDS: Final = frozenset(["str", "int", "bool", "datetime"])
+
+
+def _shape(node: object, shapes: dict[int, object]) -> object:
+    """A node without its position (equal for an expression written twice); None when the
+    expression reads the clock or makes uuids (two calls may differ). `shapes` keeps the
+    shape of every Call seen, by id."""
+    if isinstance(node, tuple):
+        parts = tuple(_shape(item, shapes) for item in node)
+        return None if any(part is None for part in parts) else parts
+    if isinstance(node, Literal):  # repr: 1, 1.0, True and -0.0, 0.0 differ as text
+        return (Literal, node.value.__class__, repr(node.value))
+    if not isinstance(node, Node):
+        return node  # names, operators, path steps
+    if isinstance(node, Call) and (spec := FUNCTIONS.get(node.name)) and spec.uses_runtime:
+        return None
+    parts = tuple(_shape(getattr(node, name), shapes) for name in _fields(node))
+    shape = None if any(part is None for part in parts) else (node.__class__, *parts)
+    if isinstance(node, Call):
+        shapes[id(node)] = shape
+    return shape
+
+
+def _fields(node: Node) -> list[str]:
+    return [f.name for f in fields(node) if f.name not in ("line", "column")]
+
+
+def repeated_calls(roots: list[Node]) -> frozenset[object]:
+    """The shapes of calls a mapping writes more than once (outside another repeated call,
+    which shares its whole argument): each is computed once where the fields share a block."""
+    shapes: dict[int, object] = {}
+    counts: dict[object, int] = {}
+    for root in roots:
+        _shape(root, shapes)
+    for shape in shapes.values():
+        if shape is not None:
+            counts[shape] = counts.get(shape, 0) + 1
+    outermost: dict[object, int] = {}
+
+    def visit(node: object) -> None:
+        if isinstance(node, tuple):
+            for item in node:
+                visit(item)
+            return
+        if not isinstance(node, Node):
+            return
+        shape = shapes.get(id(node))
+        if shape is not None and counts[shape] > 1:
+            outermost[shape] = outermost.get(shape, 0) + 1
+            return
+        for name in _fields(node):
+            visit(getattr(node, name))
+
+    for root in roots:
+        visit(root)
+    return frozenset(shape for shape, count in outermost.items() if count > 1)
 
 
 # --- expressions -------------------------------------------------------------------------------
@@ -544,12 +621,33 @@ class ExpressionGenerator:
             if len(self.problems) == problems:
                 return self.fold(node, spec)
             return Code("None", "null")
-        special = self.special_call(node, spec, args)
-        if special is not None:
-            return special
-        kind, nonnull = _returns(spec)
-        text = f"{self.ns.function(spec)}({', '.join(a.text for a in args)})"
-        return Code(text, kind, nonnull=nonnull)
+        code = self.special_call(node, spec, args)
+        if code is None:
+            kind, nonnull = _returns(spec)
+            text = f"{self.ns.function(spec)}({', '.join(a.text for a in args)})"
+            code = Code(text, kind, nonnull=nonnull)
+        return self.shared(node, code)
+
+    def shared(self, node: Call, code: Code) -> Code:
+        """A call the mapping repeats (see repeated_calls) is computed once per block: its
+        first evaluation stores the value in a variable, set to PENDING before the field
+        (statements of the caller); later ones read it, or compute it again if it is still
+        PENDING (it failed, or was not reached), which gives the same value or error."""
+        if not self.hoist or code.kind not in _SHAREABLE_KINDS or code.literal:
+            return code
+        shape = _shape(node, {})
+        if shape not in self.src.repeated:
+            return code
+        key = f"{self.depth}:{self.src.shape_index(shape)}"
+        name = self.src.memo(key)
+        if name is None:
+            name = self.src.fresh("shared")
+            note = f"# {node.name}(...): computed once for the fields below that repeat it"
+            self.setup.append(f"{name} = PENDING  {note}")
+            self.src.add_memo(key, name)
+            return replace(code, text=f"({name} := {code.text})", string_path=None)
+        text = f"({name} if {name} is not PENDING else {code.text})"
+        return replace(code, text=text, string_path=None)
 
     def user_agent(self, attribute: str, value: Code) -> Code | None:
         """`ua_os_name(x)`, `ua_agent_name(x)`, ...: the user agent in the variable x is
@@ -976,6 +1074,9 @@ class Source:
         self._counters: dict[str, int] = {}
         self._names: set[str] = set()
         self._memos: list[dict[str, str]] = [{}]  # one scope per open block
+        #: Shapes of the calls the mapping repeats (repeated_calls), computed once per block.
+        self.repeated: frozenset[object] = frozenset()
+        self._shape_numbers: dict[object, int] = {}
 
     @property
     def indent(self) -> int:
@@ -1025,6 +1126,10 @@ class Source:
 
     def add_memo(self, key: str, variable: str) -> None:
         self._memos[-1][key] = variable
+
+    def shape_index(self, shape: object) -> int:
+        """A number for a repeated call's shape, for memo keys."""
+        return self._shape_numbers.setdefault(shape, len(self._shape_numbers))
 
     def read_var(self, base: str, steps: tuple[str | int, ...], level: int) -> str | None:
         """The variable holding `base` read along `steps`, defined once at the start of the

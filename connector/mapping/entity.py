@@ -29,6 +29,7 @@ from connector.mapping.codegen import (
     compile_source,
     describe,
     needs_clean,
+    repeated_calls,
 )
 from connector.mapping.errors import MappingFailure, SourceError, too_slow
 from connector.mapping.functions import Runtime
@@ -52,7 +53,10 @@ _FROM_DATETIME = {"date-time": "rfc3339(v)", "date": "v.date().isoformat()"}
 _NO_STATIC = object()
 
 #: Prepared constants that --explain describes rather than prints.
-_DESCRIBED = {"JAVA_BLANKS": "the characters \\x00 to ' ' (what Java's String.trim() removes)"}
+_DESCRIBED = {
+    "JAVA_BLANKS": "the characters \\x00 to ' ' (what Java's String.trim() removes)",
+    "PENDING": "a repeated call's value before it is computed",
+}
 
 
 @dataclass(slots=True)
@@ -221,6 +225,8 @@ def generate(name: str, fields: list[Field], keep: FilterSpec | None, runtime: R
     """Generate and compile the function `map_record(ctx)`: the filter (returns SKIPPED
     when it is false), then the entity (None when no field has a value)."""
     writer = _Writer(runtime)
+    nodes = [item.node for item in fields if item.node is not None]
+    writer.src.repeated = repeated_calls(nodes + ([keep.node] if keep is not None else []))
     root, problems = entity_tree(fields)
     writer.problems.extend(problems)
     if keep is not None:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.mapping import CompiledMapping, MappingFailure, load_mapping_file
+from connector.mapping import CompiledMapping, MappingFailure, Runtime, entity, load_mapping_file
 from connector.mapping import functions as library
 from connector.mapping.codegen import describe, get_member
 from connector.mapping.compiler import Ctx, ExpressionCompiler
@@ -284,3 +284,99 @@ def test_an_offset_letter_writes_utc_as_z_and_other_zones_as_offsets() -> None:
     assert pattern("ZZZZZ").format(datetime(2019, 1, 1, tzinfo=UTC)) == "Z"
     assert pattern("Z").format(datetime(2019, 1, 1, tzinfo=UTC)) == "+0000"  # never Z
     assert pattern("xx").format(datetime(2019, 1, 1, tzinfo=UTC)) == "+0000"
+
+
+# Calls a mapping repeats are computed once per block (codegen.repeated_calls).
+
+SHARED_FIELDS: list[tuple[str, str]] = [
+    ('iif(d.s == "x", to_integer(d.n), null)', "o0"),  # the first one may not be evaluated
+    ("to_integer(d.n)", "o1"),
+    ("to_integer(d.n) * 2", "o2"),
+    ("lower(trim(d.s))", "o3"),
+    ('concat(lower(trim(d.s)), "!")', "o4"),
+    ("date(d.t)", "o5"),
+    ("date(d.t)", "o6"),
+    ("to_integer(items[*].q)", "out[*].a"),
+    ("items[*].p * to_integer(items[*].q)", "out[*].b"),
+    ("upper(d.s)", "out[*].c"),  # the same for every element: before the loop
+    ("upper(d.s)", "up"),
+]
+
+
+def _shared_mapping(directory: Path, strict: bool) -> CompiledMapping:
+    entries: list[dict[str, Any]] = [
+        {"sourceType": "EXPRESSION", "source": source, "destination": destination}
+        for source, destination in SHARED_FIELDS
+    ]
+    entries.append({"sourceType": "EXPRESSION", "source": "date(d.t)", "destination": "o7"})
+    entries[-1]["type"] = "date"
+    path = write_mapping(directory, base_mapping(entries, strict=strict), f"s{strict}.yaml")
+    return load_mapping_file(path, DEFAULTS, runtime=RUNTIME)
+
+
+@pytest.fixture(scope="module")
+def shared_mappings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CompiledMapping]:
+    """The mapping as generated, and generated with nothing shared (the reference)."""
+    directory = tmp_path_factory.mktemp("shared")
+    made = {f"shared {strict}": _shared_mapping(directory, strict) for strict in (False, True)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(entity, "repeated_calls", lambda roots: frozenset())
+        for strict in (False, True):
+            made[f"alone {strict}"] = _shared_mapping(directory, strict)
+    return made
+
+
+def test_repeated_calls_are_computed_once_per_block(
+    shared_mappings: dict[str, CompiledMapping],
+) -> None:
+    source = shared_mappings["shared False"].source
+    assert source.count("shared1 = PENDING") == 1
+    assert source.count("(shared1 := ") == 1  # the first one stores the value ...
+    assert source.count("shared1 if shared1 is not PENDING else fn_to_integer(f_d_n)") == 2
+    assert source.count(" := (f_d_s.strip(JAVA_BLANKS).lower()") == 1  # ... later ones read it
+    assert source.count("fn_date(f_d_t)") == 3  # the first call, and each fallback
+    assert "shared5 = PENDING" in source  # in the loop: once per element
+    assert "(shared5 := fn_to_integer(e1_q))" in source
+    assert "shared5 if shared5 is not PENDING else fn_to_integer(e1_q)" in source
+    reference = shared_mappings["alone False"].source
+    assert "PENDING" not in reference
+    assert reference.count("fn_to_integer(f_d_n)") == 3
+
+
+_shared_items = st.lists(
+    st.fixed_dictionaries(
+        {}, optional={"q": _values | st.sampled_from(["3", "x", "-7"]), "p": _values}
+    ),
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(inner=_inner | _values, items=_shared_items | _values)
+def test_shared_calls_give_what_each_call_gives(
+    shared_mappings: dict[str, CompiledMapping], inner: object, items: object
+) -> None:
+    # A failed or skipped first call, or a previous element's value, is never reused.
+    record = {"d": inner, "items": items}
+    for strict in (False, True):
+        expected = _outcome(shared_mappings[f"alone {strict}"].apply, record, META)
+        result = _outcome(shared_mappings[f"shared {strict}"].apply, record, META)
+        assert result == expected
+
+
+def test_calls_of_the_clock_or_uuids_are_not_shared(tmp_path: Path) -> None:
+    uuids = iter(range(100))
+    runtime = Runtime(now_ms=RUNTIME.now_ms, new_uuid=lambda: f"u{next(uuids)}")
+    entries = [
+        {"sourceType": "EXPRESSION", "source": 'concat(uuid(), "-", a)', "destination": "x"},
+        {"sourceType": "EXPRESSION", "source": 'concat(uuid(), "-", a)', "destination": "y"},
+    ]
+    path = write_mapping(tmp_path, base_mapping(entries))
+    mapping = load_mapping_file(path, DEFAULTS, runtime=runtime)
+    assert mapping.apply({"a": "b"}, META).entity == {"x": "u0-b", "y": "u1-b"}
+    assert "PENDING" not in mapping.source
