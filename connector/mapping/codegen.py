@@ -32,6 +32,7 @@ from connector.mapping.functions import (
     JAVA_BLANKS,
     FunctionSpec,
     Runtime,
+    get_url_query_value,
     user_agent,
 )
 from connector.mapping.limits import MappingLimits
@@ -48,6 +49,8 @@ from connector.mapping.nodes import (
 )
 from connector.mapping.parser import RESERVED_WORDS
 from connector.mapping.values import (
+    INT_MAX,
+    INT_MIN,
     add,
     clean,
     compare,
@@ -199,6 +202,10 @@ HELPERS: Final[dict[str, object]] = {
     "MISSING": paths.MISSING,
     "user_agent": user_agent,
     "PENDING": PENDING,
+    "NUMBERS": (int, float),
+    "INF": math.inf,
+    "INT_MIN": INT_MIN,
+    "INT_MAX": INT_MAX,
 }
 
 
@@ -311,8 +318,9 @@ def repeated_calls(roots: list[Node]) -> frozenset[object]:
 @dataclass(frozen=True, slots=True)
 class Code:
     """A Python expression and what is known of its value: `kind` is "str", "bool", "int",
-    "datetime", "list", "dict", "null" or "any"; `nonnull` whether it can be None; `small`
-    whether it is short whatever the record holds (Kafka position fields, literals);
+    "number" (int or float, from arithmetic), "datetime", "list", "dict", "null" or "any";
+    `nonnull` whether it can be None; `small` whether it is short whatever the record holds
+    (Kafka position fields, literals);
     `members`, for a list or dict display the generator wrote, its values (each as a name
     that can be tested at run time, see needs_clean); `string_path`, for string methods on
     a variable (see string_method), the variable, the methods' chain and the calls' chain."""
@@ -367,6 +375,11 @@ def needs_clean(code: Code) -> str | None:
     generic = "v.__class__ is not str"
     if code.kind in CLEAN_KINDS and code.members is None:
         return None
+    if code.kind == "number":  # what clean() lets through as it is
+        return (
+            "not (v.__class__ is float and -INF < v < INF "
+            "or v.__class__ is int and INT_MIN <= v <= INT_MAX)"
+        )
     if not code.members:  # unknown, or an empty display (which cleans to None)
         return generic
     tests: list[str] = []
@@ -467,6 +480,15 @@ class ExpressionGenerator:
         if isinstance(node, Method):
             return self.method(node)
         if isinstance(node, Member):
+            call = node.target
+            if (
+                isinstance(call, Call)
+                and call.name == "get_url_query_str"
+                and isinstance(node.key, str)
+                and FUNCTIONS[call.name].arity_problem(len(call.args)) is None
+                and not all(isinstance(arg, Literal) for arg in call.args)  # folded at load
+            ):
+                return self.call(call, query_name=node.key)
             target = self.expression(node.target)
             if target.kind == "dict" and isinstance(node.key, str):  # the lookup get_member does
                 if target.nonnull:
@@ -583,7 +605,10 @@ class ExpressionGenerator:
 
     # --- calls ------------------------------------------------------------------------------
 
-    def call(self, node: Call) -> Code:
+    def call(self, node: Call, query_name: str | None = None) -> Code:
+        """A function call; with `query_name`, `get_url_query_str(...).name` (the caller
+        checked the call reaches the end here): get_url_query_value reads that parameter
+        alone instead of building the object of all of them."""
         spec = FUNCTIONS.get(node.name)
         if spec is None:
             self.problem(node, _unknown_function(node.name))
@@ -621,6 +646,10 @@ class ExpressionGenerator:
             if len(self.problems) == problems:
                 return self.fold(node, spec)
             return Code("None", "null")
+        if query_name is not None:
+            self.ns.values["get_url_query_value"] = get_url_query_value
+            mode = args[1].text if len(args) > 1 else repr("retain")
+            return Code(f"get_url_query_value({args[0].text}, {mode}, {query_name!r})", "str")
         code = self.special_call(node, spec, args)
         if code is None:
             kind, nonnull = _returns(spec)
@@ -876,13 +905,37 @@ class ExpressionGenerator:
         if op == "+":
             return Code(f"plus({left.text}, {right.text})")
         if op in _ARITHMETIC:
-            return Code(f"{_ARITHMETIC[op]}({left.text}, {right.text})")
+            return self.arithmetic(op, left, right)
         temp = self.temp()
         return Code(
             f"(({temp} := compare({left.text}, {right.text})) is not None and {temp} {op} 0)",
             "bool",
             nonnull=True,
         )
+
+    def arithmetic(self, op: str, left: Code, right: Code) -> Code:
+        """`a - b`, `a * b`: Python's operator when both are numbers (the test subtract()
+        and multiply() start with), else the function (numeric strings, nulls, errors).
+        Written inline when the left operand is a variable or a number literal: it is then
+        read after the right one with the same outcome."""
+        call = f"{_ARITHMETIC[op]}({left.text}, {right.text})"
+        left_number = left.literal and left.value.__class__ in (int, float)
+        if op not in ("-", "*") or not (left_number or left.text.isidentifier()):
+            return Code(call, "number")
+        if right.literal and right.value.__class__ not in (int, float):
+            return Code(call, "number")
+        tests: list[str] = []
+        right_text = right.text
+        if not right.literal:
+            first, right_text = self.bind(right)
+            tests.append(f"{first}.__class__ in NUMBERS")
+        if not left_number:
+            tests.append(f"{left.text}.__class__ in NUMBERS")
+        fallback = f"{_ARITHMETIC[op]}({left.text}, {right_text})"
+        if not tests:  # two number literals
+            return Code(call, "number")
+        text = f"({left.text} {op} {right_text} if {' and '.join(tests)} else {fallback})"
+        return Code(text, "number")
 
     def equality(self, left: Code, right: Code) -> str:
         """`==` as equal(); against a string literal, str == str is decided inline."""
@@ -931,7 +984,7 @@ class ExpressionGenerator:
     def unary(self, node: Unary) -> Code:
         operand = self.expression(node.operand)
         if node.op == "-":
-            return Code(f"negate({operand.text})")
+            return Code(f"negate({operand.text})", "number")
         return Code(f"(not {self.condition(operand)})", "bool", nonnull=True)
 
     def method(self, node: Method) -> Code:
