@@ -528,14 +528,12 @@ def get_url_query_value(value: object, mode: object, name: str) -> object:
     query, fragment = parts[3], parts[4]
     if fragment and how == "append" and name == "_anchor_":
         return fragment
-    if not query:
-        return None
-    pairs = _query_pairs(query)
-    last = len(pairs) - 1
-    for index in range(last, -1, -1):
-        key, text = pairs[index]
+    pairs = _query_pairs(query) if query else ()
+    if pairs and fragment and how == "retain" and pairs[-1][0] == name:
+        return f"{pairs[-1][1]}#{fragment}"  # the last pair keeps the fragment
+    for key, text in reversed(pairs):  # a repeated name: its last value
         if key == name:
-            return f"{text}#{fragment}" if index == last and fragment and how == "retain" else text
+            return text
     return None
 
 

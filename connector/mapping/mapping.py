@@ -298,6 +298,8 @@ class CompiledMapping:
             raise
         except Exception as exc:  # a defect must still reach the caller as a mapping failure
             raise MappingFailure(f"unexpected {type(exc).__name__} while mapping") from exc
+        if entity.__class__ is dict and self.raw_flow_id is None:  # the usual outcome first
+            return MapResult(entity, ctx.warnings)
         if entity is SKIPPED:
             return MapResult(None, ctx.warnings)
         if self.raw_flow_id is not None:  # the filter let it through: the record is the message
