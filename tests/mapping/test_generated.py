@@ -582,3 +582,37 @@ def test_values_the_same_for_every_element_are_computed_once(tmp_path: Path) -> 
     assert result.warnings == ["out[*].n: to_integer: the string is not an integer"]  # once
     result = mapping.apply({"items": [{"id": 1}, {}], "n": "7"}, META)
     assert result.entity == {"out": [{"id": 1, "n": 7}, {"n": 7}]}
+
+
+# Date patterns of numeric fields parse with a generated function (dates._compiled_parser).
+
+NUMERIC_PATTERNS = ["MM/dd/yyyy", "yyyyMMdd", "yy-M-d H:m:s", "dd.MM.yyyy HH:mm:ss.SSS", "uuuu"]
+
+
+def _shaped(index: int, digits: list[int]) -> str:
+    """A text in the shape of a numeric pattern: each letter a digit."""
+    chars = iter(digits)
+    text = NUMERIC_PATTERNS[index]
+    return "".join(str(next(chars, 0)) if c.isalpha() else c for c in text)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    index=st.integers(min_value=0, max_value=len(NUMERIC_PATTERNS) - 1),
+    digits=st.lists(st.integers(min_value=0, max_value=9), min_size=24, max_size=24),
+    other=st.text(alphabet="0123456789/.-: ", max_size=24),
+)
+def test_a_compiled_date_parser_equals_the_field_by_field_one(
+    index: int, digits: list[int], other: str
+) -> None:
+    compiled = pattern(NUMERIC_PATTERNS[index])
+    for text in (_shaped(index, digits), other):
+        assert compiled.parse(text) == compiled.parse_fields(text)
+
+
+def test_numeric_date_patterns_are_compiled_and_others_read_field_by_field() -> None:
+    assert pattern("MM/dd/yyyy").parse("02/29/2000") == datetime(2000, 2, 29, tzinfo=UTC)
+    assert pattern("MM/dd/yyyy").parse("02/30/2000") is None
+    assert pattern("dd.MM.yyyy HH:mm:ss.SSS")._parse.__name__ == "parse"  # generated
+    assert pattern(FORMAT)._parse == pattern(FORMAT).parse_fields  # a zone letter: generic
+    assert pattern("dd-MMM-yyyy")._parse == pattern("dd-MMM-yyyy").parse_fields  # month names
