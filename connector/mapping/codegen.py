@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
 from connector.mapping import dates, paths, regexes, useragent
@@ -32,6 +32,7 @@ from connector.mapping.functions import (
     JAVA_BLANKS,
     FunctionSpec,
     Runtime,
+    get_url_query_value,
     user_agent,
 )
 from connector.mapping.limits import MappingLimits
@@ -48,6 +49,8 @@ from connector.mapping.nodes import (
 )
 from connector.mapping.parser import RESERVED_WORDS
 from connector.mapping.values import (
+    INT_MAX,
+    INT_MIN,
     add,
     clean,
     compare,
@@ -149,6 +152,20 @@ def make_cap_text(limits: MappingLimits) -> Callable[[str], str]:
     return cap_text
 
 
+class Pending:
+    """The value of a repeated call before (or instead of) its first evaluation: the call
+    failed or was not reached, so each field that reads it computes it again (and reports
+    the same error a call of its own would)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING: Final = Pending()
+
+
 def collector(segments: list[tuple[str | int, ...]]) -> Callable[[object], object]:
     """Read the first segment; each further segment follows a `[*]` and maps over its array."""
     read = paths.getter(segments[0])
@@ -184,6 +201,11 @@ HELPERS: Final[dict[str, object]] = {
     "lookup": paths.lookup,
     "MISSING": paths.MISSING,
     "user_agent": user_agent,
+    "PENDING": PENDING,
+    "NUMBERS": (int, float),
+    "INF": math.inf,
+    "INT_MIN": INT_MIN,
+    "INT_MAX": INT_MAX,
 }
 
 
@@ -228,14 +250,77 @@ def comment(text: str) -> str:
     return repr(text)[1:-1]
 
 
+# --- calls repeated in a mapping ----------------------------------------------------------------
+
+#: Kinds of values a repeated call may share: immutable, so two fields holding the same
+#: object is the same as each holding its own.
+_SHAREABLE_KINDS: Final = frozenset(["str", "int", "bool", "datetime"])
+
+
+def _shape(node: object, shapes: dict[int, object]) -> object:
+    """A node without its position (equal for an expression written twice); None when the
+    expression reads the clock or makes uuids (two calls may differ). `shapes` keeps the
+    shape of every Call seen, by id."""
+    if isinstance(node, tuple):
+        parts = tuple(_shape(item, shapes) for item in node)
+        return None if any(part is None for part in parts) else parts
+    if isinstance(node, Literal):  # repr: 1, 1.0, True and -0.0, 0.0 differ as text
+        return (Literal, node.value.__class__, repr(node.value))
+    if not isinstance(node, Node):
+        return node  # names, operators, path steps
+    if isinstance(node, Call) and (spec := FUNCTIONS.get(node.name)) and spec.uses_runtime:
+        return None
+    parts = tuple(_shape(getattr(node, name), shapes) for name in _fields(node))
+    shape = None if any(part is None for part in parts) else (node.__class__, *parts)
+    if isinstance(node, Call):
+        shapes[id(node)] = shape
+    return shape
+
+
+def _fields(node: Node) -> list[str]:
+    return [f.name for f in fields(node) if f.name not in ("line", "column")]
+
+
+def repeated_calls(roots: list[Node]) -> frozenset[object]:
+    """The shapes of calls a mapping writes more than once (outside another repeated call,
+    which shares its whole argument): each is computed once where the fields share a block."""
+    shapes: dict[int, object] = {}
+    counts: dict[object, int] = {}
+    for root in roots:
+        _shape(root, shapes)
+    for shape in shapes.values():
+        if shape is not None:
+            counts[shape] = counts.get(shape, 0) + 1
+    outermost: dict[object, int] = {}
+
+    def visit(node: object) -> None:
+        if isinstance(node, tuple):
+            for item in node:
+                visit(item)
+            return
+        if not isinstance(node, Node):
+            return
+        shape = shapes.get(id(node))
+        if shape is not None and counts[shape] > 1:
+            outermost[shape] = outermost.get(shape, 0) + 1
+            return
+        for name in _fields(node):
+            visit(getattr(node, name))
+
+    for root in roots:
+        visit(root)
+    return frozenset(shape for shape, count in outermost.items() if count > 1)
+
+
 # --- expressions -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Code:
     """A Python expression and what is known of its value: `kind` is "str", "bool", "int",
-    "datetime", "list", "dict", "null" or "any"; `nonnull` whether it can be None; `small`
-    whether it is short whatever the record holds (Kafka position fields, literals);
+    "number" (int or float, from arithmetic), "datetime", "list", "dict", "null" or "any";
+    `nonnull` whether it can be None; `small` whether it is short whatever the record holds
+    (Kafka position fields, literals);
     `members`, for a list or dict display the generator wrote, its values (each as a name
     that can be tested at run time, see needs_clean); `string_path`, for string methods on
     a variable (see string_method), the variable, the methods' chain and the calls' chain."""
@@ -290,6 +375,11 @@ def needs_clean(code: Code) -> str | None:
     generic = "v.__class__ is not str"
     if code.kind in CLEAN_KINDS and code.members is None:
         return None
+    if code.kind == "number":  # what clean() lets through as it is
+        return (
+            "not (v.__class__ is float and -INF < v < INF "
+            "or v.__class__ is int and INT_MIN <= v <= INT_MAX)"
+        )
     if not code.members:  # unknown, or an empty display (which cleans to None)
         return generic
     tests: list[str] = []
@@ -390,6 +480,15 @@ class ExpressionGenerator:
         if isinstance(node, Method):
             return self.method(node)
         if isinstance(node, Member):
+            call = node.target
+            if (
+                isinstance(call, Call)
+                and call.name == "get_url_query_str"
+                and isinstance(node.key, str)
+                and FUNCTIONS[call.name].arity_problem(len(call.args)) is None
+                and not all(isinstance(arg, Literal) for arg in call.args)  # folded at load
+            ):
+                return self.call(call, query_name=node.key)
             target = self.expression(node.target)
             if target.kind == "dict" and isinstance(node.key, str):  # the lookup get_member does
                 if target.nonnull:
@@ -506,7 +605,10 @@ class ExpressionGenerator:
 
     # --- calls ------------------------------------------------------------------------------
 
-    def call(self, node: Call) -> Code:
+    def call(self, node: Call, query_name: str | None = None) -> Code:
+        """A function call; with `query_name`, `get_url_query_str(...).name` (the caller
+        checked the call reaches the end here): get_url_query_value reads that parameter
+        alone instead of building the object of all of them."""
         spec = FUNCTIONS.get(node.name)
         if spec is None:
             self.problem(node, _unknown_function(node.name))
@@ -544,12 +646,37 @@ class ExpressionGenerator:
             if len(self.problems) == problems:
                 return self.fold(node, spec)
             return Code("None", "null")
-        special = self.special_call(node, spec, args)
-        if special is not None:
-            return special
-        kind, nonnull = _returns(spec)
-        text = f"{self.ns.function(spec)}({', '.join(a.text for a in args)})"
-        return Code(text, kind, nonnull=nonnull)
+        if query_name is not None:
+            self.ns.values["get_url_query_value"] = get_url_query_value
+            mode = args[1].text if len(args) > 1 else repr("retain")
+            return Code(f"get_url_query_value({args[0].text}, {mode}, {query_name!r})", "str")
+        code = self.special_call(node, spec, args)
+        if code is None:
+            kind, nonnull = _returns(spec)
+            text = f"{self.ns.function(spec)}({', '.join(a.text for a in args)})"
+            code = Code(text, kind, nonnull=nonnull)
+        return self.shared(node, code)
+
+    def shared(self, node: Call, code: Code) -> Code:
+        """A call the mapping repeats (see repeated_calls) is computed once per block: its
+        first evaluation stores the value in a variable, set to PENDING before the field
+        (statements of the caller); later ones read it, or compute it again if it is still
+        PENDING (it failed, or was not reached), which gives the same value or error."""
+        if not self.hoist or code.kind not in _SHAREABLE_KINDS or code.literal:
+            return code
+        shape = _shape(node, {})
+        if shape not in self.src.repeated:
+            return code
+        key = f"{self.depth}:{self.src.shape_index(shape)}"
+        name = self.src.memo(key)
+        if name is None:
+            name = self.src.fresh("shared")
+            note = f"# {node.name}(...): computed once for the fields below that repeat it"
+            self.setup.append(f"{name} = PENDING  {note}")
+            self.src.add_memo(key, name)
+            return replace(code, text=f"({name} := {code.text})", string_path=None)
+        text = f"({name} if {name} is not PENDING else {code.text})"
+        return replace(code, text=text, string_path=None)
 
     def user_agent(self, attribute: str, value: Code) -> Code | None:
         """`ua_os_name(x)`, `ua_agent_name(x)`, ...: the user agent in the variable x is
@@ -778,13 +905,37 @@ class ExpressionGenerator:
         if op == "+":
             return Code(f"plus({left.text}, {right.text})")
         if op in _ARITHMETIC:
-            return Code(f"{_ARITHMETIC[op]}({left.text}, {right.text})")
+            return self.arithmetic(op, left, right)
         temp = self.temp()
         return Code(
             f"(({temp} := compare({left.text}, {right.text})) is not None and {temp} {op} 0)",
             "bool",
             nonnull=True,
         )
+
+    def arithmetic(self, op: str, left: Code, right: Code) -> Code:
+        """`a - b`, `a * b`: Python's operator when both are numbers (the test subtract()
+        and multiply() start with), else the function (numeric strings, nulls, errors).
+        Written inline when the left operand is a variable or a number literal: it is then
+        read after the right one with the same outcome."""
+        call = f"{_ARITHMETIC[op]}({left.text}, {right.text})"
+        left_number = left.literal and left.value.__class__ in (int, float)
+        if op not in ("-", "*") or not (left_number or left.text.isidentifier()):
+            return Code(call, "number")
+        if right.literal and right.value.__class__ not in (int, float):
+            return Code(call, "number")
+        tests: list[str] = []
+        right_text = right.text
+        if not right.literal:
+            first, right_text = self.bind(right)
+            tests.append(f"{first}.__class__ in NUMBERS")
+        if not left_number:
+            tests.append(f"{left.text}.__class__ in NUMBERS")
+        fallback = f"{_ARITHMETIC[op]}({left.text}, {right_text})"
+        if not tests:  # two number literals
+            return Code(call, "number")
+        text = f"({left.text} {op} {right_text} if {' and '.join(tests)} else {fallback})"
+        return Code(text, "number")
 
     def equality(self, left: Code, right: Code) -> str:
         """`==` as equal(); against a string literal, str == str is decided inline."""
@@ -833,7 +984,7 @@ class ExpressionGenerator:
     def unary(self, node: Unary) -> Code:
         operand = self.expression(node.operand)
         if node.op == "-":
-            return Code(f"negate({operand.text})")
+            return Code(f"negate({operand.text})", "number")
         return Code(f"(not {self.condition(operand)})", "bool", nonnull=True)
 
     def method(self, node: Method) -> Code:
@@ -976,6 +1127,9 @@ class Source:
         self._counters: dict[str, int] = {}
         self._names: set[str] = set()
         self._memos: list[dict[str, str]] = [{}]  # one scope per open block
+        #: Shapes of the calls the mapping repeats (repeated_calls), computed once per block.
+        self.repeated: frozenset[object] = frozenset()
+        self._shape_numbers: dict[object, int] = {}
 
     @property
     def indent(self) -> int:
@@ -1025,6 +1179,10 @@ class Source:
 
     def add_memo(self, key: str, variable: str) -> None:
         self._memos[-1][key] = variable
+
+    def shape_index(self, shape: object) -> int:
+        """A number for a repeated call's shape, for memo keys."""
+        return self._shape_numbers.setdefault(shape, len(self._shape_numbers))
 
     def read_var(self, base: str, steps: tuple[str | int, ...], level: int) -> str | None:
         """The variable holding `base` read along `steps`, defined once at the start of the

@@ -222,6 +222,53 @@ def _compiled_formatter(
     return function
 
 
+#: Letters a compiled parser reads (numbers only; the zone is UTC): letter → variable.
+_PARSED = {"y": "year", "u": "year", "M": "month", "L": "month", "d": "day", "H": "hour"}
+_PARSED |= {"m": "minute", "s": "second", "S": "micro"}
+
+
+def _compiled_parser(
+    regex: re.Pattern[str], fields: list[tuple[str, int]]
+) -> Callable[[str], datetime | None] | None:
+    """For a pattern of numeric fields only (`MM/dd/yyyy`, `yyyyMMdd HH:mm:ss.SSS`): one
+    generated function doing what DatePattern.parse_fields does for these letters, without
+    its per-field dispatch; None for other patterns."""
+    if not fields or any(
+        letter not in _PARSED or (letter in "ML" and count > 2) for letter, count in fields
+    ):
+        return None
+    lines = [
+        "def parse(text):",
+        f"    if len(text) > {MAX_DATE_CHARS}:",
+        "        return None",
+        "    match = fullmatch(text)",
+        "    if match is None:",
+        "        return None",
+        "    year, month, day, hour, minute, second, micro = 1970, 1, 1, 0, 0, 0, 0",
+        f"    ({''.join(f'g{i}, ' for i in range(len(fields)))}) = match.groups()",
+    ]
+    for index, (letter, count) in enumerate(fields):
+        raw = f"g{index}"
+        if letter in "yu" and count == 2:
+            value = f"2000 + int({raw})"
+        elif letter == "S":
+            value = f"int(({raw} + '000000')[:6])"
+        else:
+            value = f"int({raw})"
+        lines.append(f"    {_PARSED[letter]} = {value}")
+    lines += [
+        "    try:",
+        "        return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)",
+        "    except (ValueError, OverflowError):",
+        "        return None",
+    ]
+    namespace: dict[str, object] = {"fullmatch": regex.fullmatch, "datetime": datetime, "UTC": UTC}
+    exec(compile("\n".join(lines) + "\n", "<date pattern>", "exec"), namespace)  # noqa: S102
+    function = namespace["parse"]
+    assert callable(function)
+    return function
+
+
 def _zone_name(value: datetime) -> str:
     zone = value.tzinfo
     if isinstance(zone, ZoneInfo):
@@ -264,7 +311,7 @@ def _parser_regex(letter: str, count: int) -> str:
 class DatePattern:
     """A compiled Java DateTimeFormatter pattern, for formatting and for parsing."""
 
-    __slots__ = ("_fields", "_format", "_regex", "pattern")
+    __slots__ = ("_fields", "_format", "_parse", "_regex", "pattern")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -283,6 +330,7 @@ class DatePattern:
                 self._fields.append(token)
         self._regex = re.compile("".join(regex))
         self._format = _compiled_formatter(tokens, formatters)
+        self._parse = _compiled_parser(self._regex, self._fields) or self.parse_fields
 
     def format(self, value: datetime) -> str:
         if value.tzinfo is None:
@@ -291,6 +339,10 @@ class DatePattern:
 
     def parse(self, text: str) -> datetime | None:
         """The date in `text`, or None when it does not match the pattern or is not a date."""
+        return self._parse(text)
+
+    def parse_fields(self, text: str) -> datetime | None:
+        """`parse` for any pattern: each field read by its letter (see _compiled_parser)."""
         if len(text) > MAX_DATE_CHARS:  # no date is this long; bounds the regex's work
             return None
         match = self._regex.fullmatch(text)

@@ -29,11 +29,12 @@ from connector.mapping.codegen import (
     compile_source,
     describe,
     needs_clean,
+    repeated_calls,
 )
 from connector.mapping.errors import MappingFailure, SourceError, too_slow
 from connector.mapping.functions import Runtime
 from connector.mapping.nodes import Node
-from connector.mapping.values import INT_MAX, INT_MIN, clean, rfc3339
+from connector.mapping.values import FALSE_WORDS, INT_MAX, INT_MIN, TRUE_WORDS, clean, rfc3339
 
 StarSegments = list[tuple[str | int, ...]]
 Builder = Callable[..., object]
@@ -51,8 +52,17 @@ _FROM_DATETIME = {"date-time": "rfc3339(v)", "date": "v.date().isoformat()"}
 
 _NO_STATIC = object()
 
+#: The words a boolean destination accepts (values.to_boolean), and their values.
+BOOLEAN_WORDS = dict.fromkeys(sorted(TRUE_WORDS), True) | dict.fromkeys(sorted(FALSE_WORDS), False)
+
 #: Prepared constants that --explain describes rather than prints.
-_DESCRIBED = {"JAVA_BLANKS": "the characters \\x00 to ' ' (what Java's String.trim() removes)"}
+_DESCRIBED = {
+    "JAVA_BLANKS": "the characters \\x00 to ' ' (what Java's String.trim() removes)",
+    "PENDING": "a repeated call's value before it is computed",
+    "NUMBERS": "(int, float)",
+    "BOOLEAN_WORDS": "the words a boolean field accepts and their values (y, yes, on, true and "
+    "n, no, off, false, in lower or upper case)",
+}
 
 
 @dataclass(slots=True)
@@ -206,6 +216,7 @@ class Program:
     source: str
     problems: list[str]
     notices: list[str]
+    timed: bool = True  # the function checks the evaluation budget (reads ctx.deadline)
 
 
 @dataclass(slots=True)
@@ -221,6 +232,8 @@ def generate(name: str, fields: list[Field], keep: FilterSpec | None, runtime: R
     """Generate and compile the function `map_record(ctx)`: the filter (returns SKIPPED
     when it is false), then the entity (None when no field has a value)."""
     writer = _Writer(runtime)
+    nodes = [item.node for item in fields if item.node is not None]
+    writer.src.repeated = repeated_calls(nodes + ([keep.node] if keep is not None else []))
     root, problems = entity_tree(fields)
     writer.problems.extend(problems)
     if keep is not None:
@@ -233,7 +246,7 @@ def generate(name: str, fields: list[Field], keep: FilterSpec | None, runtime: R
             function = compile_source(source, writer.ns.values, "map_record")
         except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
             writer.problems.append(f"the mapping is too large to compile ({type(exc).__name__})")
-    return Program(function, source, writer.problems, writer.notices)
+    return Program(function, source, writer.problems, writer.notices, writer.uses_deadline)
 
 
 def _nothing(ctx: object) -> object:
@@ -340,14 +353,21 @@ class _Writer:
             self.each(node, attach, level + 1)
 
     def object(
-        self, node: _Object, attach: Callable[[str], str] | None, level: int, shared: str = ""
+        self,
+        node: _Object,
+        attach: Callable[[str], str] | None,
+        level: int,
+        shared: tuple[tuple[str, str], ...] = (),
     ) -> str:
+        """A dict filled by statements; `shared` are (key, variable) pairs of values computed
+        before the loop this object is an element of, stored last (see each)."""
         var = self.src.fresh("o")
         self.src.line(f"{var} = {{}}")
         for key, child in node.children.items():
             self.node(child, _store(var, key), level)
-        if shared:
-            self.src.line(f"{var}.update({shared})")
+        for key, value in shared:
+            self.src.line(f"if {value} is not None:")
+            self.src.line(f"    {_store(var, key)(value)}")
         if attach is not None:
             self.src.line(f"if {var}:")
             self.src.line(f"    {attach(var)}")
@@ -394,12 +414,12 @@ class _Writer:
         src.line(f"{items} = {generator.read(base, prefix[-1], base_is_dict=level == 1)}")
         src.line(f"if isinstance({items}, list) and {items}:")
         src.open_block()
-        common = ""
-        if shared:  # fields that are the same for every element: evaluated once
-            common = src.fresh("common")
-            src.line(f"{common} = {{}}")
-            for key, item in shared:
-                self.leaf(item, _store(common, key), level - 1)
+        common: list[tuple[str, str]] = []
+        for key, item in shared:  # fields that are the same for every element: evaluated once
+            variable = src.fresh("same")
+            src.line(f"{variable} = None  # the same for every element")
+            self.leaf(item, _assign(variable), level - 1)
+            common.append((key, variable))
         array = src.fresh("a")
         src.line(f"{array} = []")
         src.open_loop(f"for e{level} in {items}:")
@@ -407,7 +427,9 @@ class _Writer:
         append = f"{array}.append"
         if common:
             assert isinstance(element_node, _Object)
-            self.object(element_node, lambda value: f"{append}({value})", level, shared=common)
+            self.object(
+                element_node, lambda value: f"{append}({value})", level, shared=tuple(common)
+            )
         else:
             self.node(element_node, lambda value: f"{append}({value})", level)
         src.close_loop()
@@ -430,6 +452,9 @@ class _Writer:
             self.budget_check(destination)
         for statement in generator.setup:
             src.line(statement)
+        if item.convert is None and _plain_copy(code):
+            self.copy(code.text, destination, attach)
+            return
         src.line("try:")
         src.line(f"    v = {code.text}")
         if item.convert is not None:
@@ -441,6 +466,20 @@ class _Writer:
         src.line(f"    v = ctx.field_error({destination!r}, exc)")
         src.line("if v is not None:")
         src.line(f"    {attach('v')}")
+
+    def copy(self, variable: str, destination: str, attach: Callable[[str], str]) -> None:
+        """A record value copied as it is: a string is stored at once; anything else is
+        cleaned first (what the general form does, without its steps for a string)."""
+        src = self.src
+        src.line(f"if {variable}.__class__ is str:")
+        src.line(f"    {attach(variable)}")
+        src.line(f"elif {variable} is not None:")
+        src.line("    try:")
+        src.line(f"        v = clean({variable})")
+        src.line("    except Exception as exc:")
+        src.line(f"        v = ctx.field_error({destination!r}, exc)")
+        src.line("    if v is not None:")
+        src.line(f"        {attach('v')}")
 
     def convert(self, type_name: str, convert: Conversion, code: Code) -> None:
         """`v` converted to its declared type, then made sendable where the type's values
@@ -454,6 +493,12 @@ class _Writer:
             src.line("        if v.__class__ is datetime:")
             src.line(f"            v = {_FROM_DATETIME[type_name]}")
             src.line("        else:")
+            src.line(f"            v = {function}(v)")
+        elif type_name == "boolean":  # Data Prep's words looked up here, other values converted
+            self.ns.values["BOOLEAN_WORDS"] = BOOLEAN_WORDS
+            src.line("        if v.__class__ is str and v in BOOLEAN_WORDS:")
+            src.line("            v = BOOLEAN_WORDS[v]")
+            src.line("        elif v.__class__ is not bool:")
             src.line(f"            v = {function}(v)")
         elif type_name in _UNCHANGED_CLASS:  # the conversion returns such a value as it is
             src.line(f"        if v.__class__ is not {_UNCHANGED_CLASS[type_name]}:")
@@ -485,6 +530,22 @@ class _Writer:
                 test = f"v is not None and {test if ' or ' not in test else f'({test})'}"
             src.line(f"    if {test}:")
             src.line("        v = clean(v)")
+
+
+def _assign(variable: str) -> Callable[[str], str]:
+    """The statement storing a value in a variable."""
+    return lambda value: f"{variable} = {value}"
+
+
+def _plain_copy(code: Code) -> bool:
+    """A variable whose value is not known (a record read): see _Writer.copy."""
+    return (
+        code.text.isidentifier()
+        and not code.nonnull
+        and code.kind == "any"
+        and code.members is None
+        and needs_clean(code) == "v.__class__ is not str"
+    )
 
 
 def _store(var: str, key: str) -> Callable[[str], str]:

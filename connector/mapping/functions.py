@@ -30,9 +30,9 @@ import orjson
 
 from connector.mapping import dates
 from connector.mapping.errors import ExpressionError
-from connector.mapping.limits import MappingLimits, bounded_cache
+from connector.mapping.limits import MAX_USER_AGENT_CHARS, MappingLimits, bounded_cache
 from connector.mapping.regexes import Pattern, compile_pattern
-from connector.mapping.useragent import NO_AGENT, AgentInfo, agent_info
+from connector.mapping.useragent import NO_AGENT, AgentInfo, _agent_info, agent_info
 from connector.mapping.values import compare, is_number, to_text, type_name
 
 JAVA_BLANKS: Final = "".join(chr(code) for code in range(33))  # what Java's String.trim() removes
@@ -512,6 +512,29 @@ def get_url_query_str(value: object, mode: object = "retain") -> object:
     elif fragment and how == "append":
         out["_anchor_"] = fragment
     return out
+
+
+def get_url_query_value(value: object, mode: object, name: str) -> object:
+    """`get_url_query_str(value, mode).name` without building the object (generated code
+    calls this for that form): the last value of the parameter, with the fragment where
+    get_url_query_str puts it, and the same errors."""
+    how = mode if mode == "remove" or mode == "retain" else _query_mode(mode)
+    if value.__class__ is str:
+        parts = _split_url(value)
+    else:
+        parts = None if value is None else _url(value, "get_url_query_str")
+    if parts is None:
+        return None
+    query, fragment = parts[3], parts[4]
+    if fragment and how == "append" and name == "_anchor_":
+        return fragment
+    pairs = _query_pairs(query) if query else ()
+    if pairs and fragment and how == "retain" and pairs[-1][0] == name:
+        return f"{pairs[-1][1]}#{fragment}"  # the last pair keeps the fragment
+    for key, text in reversed(pairs):  # a repeated name: its last value
+        if key == name:
+            return text
+    return None
 
 
 def get_url_encoded(value: object) -> object:
@@ -998,9 +1021,11 @@ def user_agent(value: object) -> AgentInfo | UnreadableAgent:
     """What every ua_* function of one value reads, computed once: generated code calls
     this once per record and value and reads `.os_name`, `.agent_name`, ... from it. Never
     raises: an error is kept for each field that reads the value to report it."""
-    if value is None:
-        return NO_AGENT
     try:
+        if value.__class__ is str and len(value) <= MAX_USER_AGENT_CHARS:
+            return _agent_info(value)  # the cached parse itself: what agent_info() calls
+        if value is None:
+            return NO_AGENT
         return agent_info(value if isinstance(value, str) else _text(value, "user agent"))
     except Exception as exc:
         return UnreadableAgent(exc)

@@ -213,6 +213,7 @@ class _FileLoader:
             connection_id=model.target.connectionId or self.defaults.connection_id,
             target=target,
             build=program.function,
+            timed=program.timed,
             runtime=self.runtime,
             source=program.source,
             notices=tuple(program.notices),

@@ -10,6 +10,7 @@ filter and hands back the decoded record itself, which `envelope` encodes as it 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,6 +219,7 @@ class CompiledMapping:
         notices: tuple[str, ...] = (),
         validator: EntityValidator | None = None,
         raw_flow_id: str | None = None,
+        timed: bool = True,
     ) -> None:
         if (target is None) == (raw_flow_id is None):
             raise ValueError("a mapping has either an envelope target or a raw flow id")
@@ -237,6 +239,8 @@ class CompiledMapping:
         self.raw_flow_id = raw_flow_id
         self._topics = frozenset(source_topics)
         self._build = build
+        # Whether `build` checks the evaluation budget: if not, no clock is read per record.
+        self._timed = timed
         self._clock = runtime.clock
         self._cpu_clock = runtime.cpu_clock
         self._budget_s = runtime.limits.budget_s
@@ -286,13 +290,16 @@ class CompiledMapping:
     def _map(self, value: object, meta: RecordMeta) -> MapResult:
         if not isinstance(value, dict):
             raise MappingFailure(f"the record value is not an object (got {type_name(value)})")
-        ctx = Ctx(value, meta, self.strict, self._clock() + self._budget_s)
+        deadline = self._clock() + self._budget_s if self._timed else math.inf
+        ctx = Ctx(value, meta, self.strict, deadline)
         try:
             entity = self._build(ctx)  # the function generated at load: filter, then entity
         except MappingFailure:
             raise
         except Exception as exc:  # a defect must still reach the caller as a mapping failure
             raise MappingFailure(f"unexpected {type(exc).__name__} while mapping") from exc
+        if entity.__class__ is dict and self.raw_flow_id is None:  # the usual outcome first
+            return MapResult(entity, ctx.warnings)
         if entity is SKIPPED:
             return MapResult(None, ctx.warnings)
         if self.raw_flow_id is not None:  # the filter let it through: the record is the message

@@ -210,6 +210,20 @@ def test_the_budget_is_checked_before_a_costly_filter(tmp_path: Path) -> None:
     assert str(failure.value).startswith("filter:")
 
 
+def test_the_clock_is_read_only_by_mappings_that_check_the_budget(tmp_path: Path) -> None:
+    readings: list[int] = []
+    runtime = Runtime(now_ms=RUNTIME.now_ms, clock=lambda: readings.append(1) or 0.0)
+    plain = [_copy("s", "out"), expression("lower(trim(s))", "low")]
+    mapping = load_mapping_file(write_mapping(tmp_path, _base(plain)), DEFAULTS, runtime=runtime)
+    assert mapping.apply({"s": " A "}, META).entity == {"out": " A ", "low": "a"}
+    assert readings == []  # no costly field, no [*] loop: nothing is timed
+    costly = _base([*plain, expression("split(s)", "parts")])
+    path = write_mapping(tmp_path, costly, "costly.yaml")
+    mapping = load_mapping_file(path, DEFAULTS, runtime=runtime)
+    assert mapping.apply({"s": " A "}, META).entity == {"out": " A ", "low": "a", "parts": ["A"]}
+    assert len(readings) == 2  # the deadline, then the check before split()
+
+
 def test_user_agents_are_parsed_on_their_first_1024_characters() -> None:
     # What the user-agent cache keeps per entry is bounded, whatever the records hold.
     _agent_info.cache_clear()  # type: ignore[attr-defined]
