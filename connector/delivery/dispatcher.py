@@ -12,22 +12,24 @@ so one inlet that is down (its requests retrying) cannot starve the others. With
 `adaptive_concurrency` a connection holds at most its adaptive limit, which moves between 1 and
 that cap on the attempts its requests report (concurrency.py).
 
-Each request runs in a thread of its own and only hands its result back; the loop applies it.
+Each request runs in a thread of its own (long-lived threads, threads.py) and only hands its
+result back; the loop applies it.
 Cancelling a request (revoke, partition loss, shutdown) frees its lane and slot at once; the
 thread notices before its next attempt or during its backoff and its late result is ignored.
 A request that hands back unfinished messages (the shutdown deadline or a halt stopped it)
 ends its partitions' sending: their later batches are dropped, never sent past it.
 A request thread is a daemon: one still inside a POST when the process must exit is abandoned,
-never waited for.
+never waited for; a cancelled request keeps its thread until it returns, and the next request
+gets another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import queue
-import threading
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from connector.delivery.batcher import Batch, Batcher, Lane, OutboundMessage, request_size
 from connector.delivery.concurrency import AttemptLog, ConnectionLimits
 from connector.delivery.sender import DeliveryResult, Sender, Ticket
+from connector.delivery.threads import RequestThreads
 from connector.metrics import Metrics
 from connector.offsets import PartitionKey
 from connector.settings import BatchingSettings
@@ -82,6 +85,7 @@ class Dispatcher:
         )
         self._arrived: list[tuple[int, DeliveryResult | BaseException]] = []
         self._deadline: float | None = None
+        self._threads = RequestThreads(self.slots)
 
     # ------------------------------------------------------------------ taking messages
 
@@ -149,9 +153,7 @@ class Dispatcher:
         self._busy_lanes.add(batch.lane)
         self._per_connection[batch.connection_id] += 1
         self.limits.started(batch.connection_id, self._per_connection[batch.connection_id])
-        threading.Thread(
-            target=self._send, args=(number, batch, ticket), name=f"request-{number}", daemon=True
-        ).start()
+        self._threads.run(functools.partial(self._send, number, batch, ticket))
 
     def _send(self, number: int, batch: Batch, ticket: Ticket) -> None:
         try:
