@@ -189,6 +189,7 @@ class TwinMapping:
         self.name = compiled.name
         self.validator = compiled.validator
         self.envelope = compiled.envelope
+        self.encode = compiled.encode
         self.raw_flow_id = compiled.raw_flow_id
 
     def apply(self, value: Any, meta: RecordMeta) -> MapResult:

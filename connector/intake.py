@@ -73,22 +73,30 @@ class Intake:
 
     def take(self, messages: list[Message], now_ms: int) -> None:
         # The record path: names bound once per batch, the consumed count added once per topic
-        # and batch (a labelled counter's inc takes a lock: a microsecond per record).
+        # and batch (a labelled counter's inc takes a lock: a microsecond per record), and the
+        # partition's state and the topic's route looked up once per run of one partition
+        # (librdkafka hands out a fetch's records partition by partition).
         tracker_state = self._tracker.state
         route_of = self._routes.get
         reseeked = self._reseeked
         track = self._track
         consumed: dict[str, int] = {}
+        run_topic: str | None = None
+        run_partition = -1
+        state: PartitionState | None = None
+        route: Route | None = None
         try:
             for message in messages:
                 record = source_record(message)
                 if record is None:
                     continue
                 topic = record.topic
-                key = (topic, record.partition)
-                if reseeked and key in reseeked:
+                if record.partition != run_partition or topic != run_topic:
+                    run_topic, run_partition = topic, record.partition
+                    state = tracker_state((topic, run_partition))
+                    route = None  # looked up for the first record taken
+                if reseeked and (topic, run_partition) in reseeked:
                     continue  # fetched before a seek: the seek delivers it again
-                state = tracker_state(key)
                 if state is None:  # a partition no longer assigned: its owner reads the record
                     continue
                 if record.offset <= state.last_added:
@@ -98,7 +106,8 @@ class Intake:
                     state = self._start_over(record, state)
                     if state is None:
                         continue
-                route = route_of(topic)
+                if route is None:
+                    route = route_of(topic)
                 consumed[topic] = consumed.get(topic, 0) + 1
                 try:
                     processed = process(record, route, now_ms)

@@ -130,7 +130,7 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
                 )
                 continue
         try:
-            body = mapping.envelope(entity, now_ms)
+            body = mapping.encode(entity, now_ms)
         except (TypeError, ValueError) as exc:  # a value JSON cannot represent
             result.dead_letters.append(
                 DeadLetter("map", "envelope", f"envelope: {exc}", mapping=target.name)

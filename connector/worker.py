@@ -16,6 +16,7 @@ and the dead-letter and receipt writers only hand back confirmations; this threa
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 import time
@@ -60,6 +61,7 @@ EXIT_CRASH = 1  # an unexpected error (a bug): the log names it
 EXIT_HALT = 3
 HALT_GRACE_S = 2.0  # how long a halt waits for requests to hand back what they finished
 CLOSE_ALLOWANCE_S = 10.0  # beyond the shutdown bound, for the final commit and close
+_MAPPING_OF = operator.attrgetter("mapping")  # of an OutboundMessage
 
 __all__ = ["EXIT_CRASH", "EXIT_HALT", "EXIT_OK", "LetterToken", "Worker"]
 
@@ -209,7 +211,7 @@ class Worker:
             self._apply(result)
         self._confirm(self.dead_letters.poll())
         if self.receipts is not None:
-            self._finish(self.receipts.poll())
+            self._confirm(self.receipts.poll())
 
     def _on_consumer_error(self, error: KafkaError) -> None:
         """Client errors (failed logins, brokers down) come here, not through consume(); it
@@ -236,7 +238,7 @@ class Worker:
             for message in accepted:
                 message.state.finish(message.record.offset)
         self.breaker.accepted(len(accepted))
-        for mapping, count in Counter(message.mapping for message in accepted).items():
+        for mapping, count in Counter(map(_MAPPING_OF, accepted)).items():
             self.metrics.records_accepted.labels(mapping).inc(count)
         if receipts is not None:
             for message, named in zip(result.accepted, result.acknowledgements, strict=True):
@@ -254,19 +256,15 @@ class Worker:
             self.halt_reason = self.halt_reason or result.halt
 
     def _confirm(self, tokens: Iterable[LetterToken]) -> None:
-        for state, offset in tokens:
-            if state.active:
-                state.finish(offset)
-
-    def _finish(self, tokens: Iterable[LetterToken]) -> None:
-        """Accepted records whose receipts are done (at once, unless receipts are required)."""
+        """Finish what the dead-letter writer confirmed, and accepted records whose receipts
+        are done (at once, unless receipts are required)."""
         for state, offset in tokens:
             if state.active:
                 state.finish(offset)
 
     def _flush_receipts(self, timeout_s: float) -> None:
         if self.receipts is not None:
-            self._finish(self.receipts.flush(timeout_s))
+            self._confirm(self.receipts.flush(timeout_s))
 
     # ------------------------------------------------------------------ flow control
 

@@ -244,7 +244,10 @@ class CompiledMapping:
         self._clock = runtime.clock
         self._cpu_clock = runtime.cpu_clock
         self._budget_s = runtime.limits.budget_s
-        self._encode: Callable[[dict[str, object], int], bytes] = (
+        #: The Platform message for an entity, serialized once (see connector.envelope); for a
+        #: raw mapping, the record itself as JSON. An attribute, so that the record path calls
+        #: the encoder itself (`envelope` is the same with a docstring).
+        self.encode: Callable[[dict[str, object], int], bytes] = (
             encode_raw if target is None else Envelope(target).encode
         )
 
@@ -314,4 +317,4 @@ class CompiledMapping:
     def envelope(self, entity: dict[str, object], created_at_ms: int) -> bytes:
         """The Platform message for `entity`, serialized once (see connector.envelope); for a
         raw mapping, the record itself as JSON."""
-        return self._encode(entity, created_at_ms)
+        return self.encode(entity, created_at_ms)
