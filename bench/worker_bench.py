@@ -579,6 +579,7 @@ def run_once(
         figures["main_thread_stages"] = profile_stages(session)
     if args.floor_figures:
         floor = args.floor_figures["cpu_us_per_record"]
+        figures["floor_cpu_us_per_record"] = floor
         figures["cpu_ratio_to_floor"] = round(figures["cpu_us_per_record"] / floor, 2)
     return figures
 
@@ -703,6 +704,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         "mean_request_bytes",
         "mean_request_fill",
     )
+    if runs and all("cpu_ratio_to_floor" in r for r in runs):
+        keys += ("floor_cpu_us_per_record", "cpu_ratio_to_floor")
     return {
         key: {
             "median": median(r[key] for r in runs),
@@ -757,8 +760,8 @@ def main() -> None:
     parser.add_argument(
         "--floor",
         action="store_true",
-        help="Measure the floor (bench/floor_bench.py) on the same topic first; print the "
-        "worker's CPU per record as a ratio to it.",
+        help="Measure the floor (bench/floor_bench.py) on the same topic before every run; "
+        "print each run's CPU per record as a ratio to the floor measured just before it.",
     )
     parser.add_argument("--timeout", type=float, default=600, help="Bound on one run, seconds.")
     parser.add_argument(
@@ -830,17 +833,9 @@ def main() -> None:
                 flush=True,
             )
             args.floor_figures = None
+            floors: list[dict[str, Any]] = []
             if args.floor:
                 from bench.floor_bench import measure_floor
-
-                args.floor_figures = measure_floor(
-                    bootstrap, topic, args.records, args.max_request_bytes
-                )
-                print(
-                    f"floor: {args.floor_figures['cpu_us_per_record']} CPU-µs/record "
-                    f"(consume, parse, hand-written map, envelope, framing)",
-                    flush=True,
-                )
             ends = {p: args.records // args.partitions for p in range(args.partitions)}
             for p in range(args.records % args.partitions):
                 ends[p] += 1
@@ -862,6 +857,19 @@ def main() -> None:
                 )
                 cases = ["off", args.receipts] if args.receipts else ["off"]
                 for run in range(1, args.repeat + 1):
+                    if args.floor:
+                        # Measured again before every run: on a shared machine the speed of a
+                        # core drifts between runs, and a ratio to a floor taken minutes
+                        # earlier would measure that drift too.
+                        args.floor_figures = measure_floor(
+                            bootstrap, topic, args.records, args.max_request_bytes
+                        )
+                        floors.append(args.floor_figures)
+                        print(
+                            f"floor: {args.floor_figures['cpu_us_per_record']} CPU-µs/record "
+                            f"(consume, parse, hand-written map, envelope, framing)",
+                            flush=True,
+                        )
                     for case in cases:  # the cases take turns in each round
                         figures = run_once(services, run, args, case)
                         runs.append(figures)
@@ -901,7 +909,7 @@ def main() -> None:
             "python": platform.python_version(),
             "loadavg_before": [round(v, 2) for v in load_before],
         },
-        "floor": args.floor_figures,
+        "floors": floors,
         "runs": runs,
         "summary": summarize([r for r in runs if r["receipts"] == "off"]),
     }
