@@ -84,6 +84,9 @@ def main_thread_instructions(variant: str, records: int) -> int:
             check=True,
             capture_output=True,
             cwd=REPO_ROOT,
+            # One hash seed for every child: dict and set layouts (and so the instructions of
+            # their look-ups) otherwise differ from run to run, by a few per cent.
+            env={**os.environ, "PYTHONHASHSEED": "0"},
         )
         main = Path(f"{out}-01")  # thread 1: the main thread
         for line in main.read_text(encoding="utf-8", errors="replace").splitlines():

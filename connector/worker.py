@@ -31,13 +31,14 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from connector.deadletter import CircuitBreaker, DeadLetterWriter
 from connector.delivery import backoff_policy, build_dispatcher, http_client
+from connector.delivery.batcher import OutboundMessage
 from connector.delivery.sender import ApiHealth, DeliveryResult
 from connector.errors import HaltError
 from connector.intake import Intake, LetterToken
 from connector.logs import get_logger
 from connector.mapping import CompiledMapping
 from connector.metrics import Metrics
-from connector.offsets import OffsetTracker, PartitionKey
+from connector.offsets import OffsetTracker, PartitionKey, PartitionState
 from connector.process import Routes
 from connector.receipts import ReceiptWriter
 from connector.settings import Settings
@@ -235,8 +236,7 @@ class Worker:
         # Per batch where it can be: the counter notes each mapping's count once.
         accepted = [message for message in result.accepted if message.state.active]
         if receipts is None:
-            for message in accepted:
-                message.state.finish(message.record.offset)
+            _finish_accepted(accepted)
         self.breaker.accepted(len(accepted))
         for mapping, count in Counter(map(_MAPPING_OF, accepted)).items():
             self.metrics.records_accepted.labels(mapping).inc(count)
@@ -500,3 +500,18 @@ class Worker:
             if span > self.settings.ops.readiness_api_failure_s:
                 return False, f"the API has been failing for {span:.0f} s"
         return True, "ok"
+
+
+def _finish_accepted(messages: list[OutboundMessage]) -> None:
+    """Finish accepted messages, a run of one partition's (a request's usual content) at a
+    time: a call per run, not per message."""
+    state: PartitionState | None = None
+    offsets: list[int] = []
+    for message in messages:
+        if message.state is not state:
+            if state is not None:
+                state.finish_many(offsets)
+            state, offsets = message.state, []
+        offsets.append(message.record.offset)
+    if state is not None:
+        state.finish_many(offsets)

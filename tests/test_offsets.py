@@ -127,6 +127,42 @@ def test_position_never_passes_an_unfinished_record(
     assert state.pending == 0
 
 
+@settings(max_examples=300, deadline=None)
+@given(scenarios(), st.lists(st.integers(min_value=1, max_value=8), min_size=1, max_size=20))
+def test_finish_many_is_finish_in_turn(
+    scenario: tuple[list[tuple[int, int]], list[int]], sizes: list[int]
+) -> None:
+    """The results of a request, finished in one call, leave the state as one call each."""
+    records, order = scenario
+    one_by_one, at_once = PartitionState(("t", 0)), PartitionState(("t", 0))
+    for offset, parts in records:
+        one_by_one.add(offset, parts)
+        at_once.add(offset, parts)
+    start = 0
+    for size in sizes * (len(order) // len(sizes) + 1):
+        if start >= len(order):
+            break
+        chunk = order[start : start + size]
+        start += size
+        for offset in chunk:
+            one_by_one.finish(offset)
+        at_once.finish_many(chunk)
+        assert at_once.position == one_by_one.position
+        assert at_once.pending == one_by_one.pending
+        assert at_once.first_unfinished() == one_by_one.first_unfinished()
+
+
+def test_finish_many_refuses_an_offset_finished_too_often_and_ignores_a_released_state() -> None:
+    state = PartitionState(("t", 0))
+    state.add(5, 1)
+    with pytest.raises(ValueError, match="finished more often"):
+        state.finish_many([5, 5])
+    state.add(6, 1)
+    state.active = False
+    state.finish_many([6, 6])  # a late result of a released partition changes nothing
+    assert state.pending == 1
+
+
 def test_skip_to_follows_the_consumer_only_when_nothing_is_unfinished() -> None:
     state = PartitionState(("t", 0))
     state.add(0, 1)

@@ -63,10 +63,36 @@ def rejection(status: int, message: str) -> DeadLetter:
     )
 
 
+class AllAccepted(NamedTuple):
+    """A batch answer whose every entry is the usual `{"xactionId": "…"}`: the request's
+    outcome as a whole, each message's Accepted built only when asked for (delivery receipts
+    want them; without receipts, building hundreds per request was most of reading it)."""
+
+    batch_id: str | None
+    xaction_ids: list[str]
+    at_ms: int
+
+    def outcomes(self) -> list[Accepted]:
+        batch_id, at_ms = self.batch_id, self.at_ms
+        return [Accepted(batch_id, xaction_id, at_ms) for xaction_id in self.xaction_ids]
+
+
 def classify(
     status: int, body: bytes, retry_after: str | None, count: int, now_epoch_s: float
 ) -> list[Outcome]:
     """Per-message outcomes of a batch request of `count` messages, or raise what to do."""
+    answer = classify_batch(status, body, retry_after, count, now_epoch_s)
+    if isinstance(answer, AllAccepted):
+        outcomes: list[Outcome] = [*answer.outcomes()]
+        return outcomes
+    return answer
+
+
+def classify_batch(
+    status: int, body: bytes, retry_after: str | None, count: int, now_epoch_s: float
+) -> AllAccepted | list[Outcome]:
+    """`classify`, with an answer that accepts every message as plainly as the API usually
+    does kept whole (AllAccepted)."""
     if 200 <= status < 300:
         return _per_message(status, body, count, int(now_epoch_s * 1000))
     message = api_message(body)
@@ -114,7 +140,7 @@ def classify_single(
     return classify(status, body, retry_after, 1, now_epoch_s)
 
 
-def _per_message(status: int, body: bytes, count: int, now_ms: int) -> list[Outcome]:
+def _per_message(status: int, body: bytes, count: int, now_ms: int) -> AllAccepted | list[Outcome]:
     """Only one result per message, in request order, acknowledges anything: a success status
     alone may come from a proxy or a wrong base URL, and sending again risks duplicates, never
     loss."""
@@ -134,15 +160,19 @@ def _per_message(status: int, body: bytes, count: int, now_ms: int) -> list[Outc
     batch_id = parsed.get("batchId") if isinstance(parsed, dict) else None
     if not isinstance(batch_id, str):
         batch_id = None
-    outcomes: list[Outcome] = []
+    # The usual answer: every entry {"xactionId": "…"}, read without the general reading below.
+    xaction_ids: list[str] = []
     for entry in responses:
-        # The usual entry, {"xactionId": "…"}, without the general reading below.
         if type(entry) is dict and len(entry) == 1:
             xaction_id = entry.get("xactionId")
             if type(xaction_id) is str:
-                outcomes.append(Accepted(batch_id, xaction_id, now_ms))
+                xaction_ids.append(xaction_id)
                 continue
-        outcomes.append(_entry(entry, batch_id, now_ms))
+        break
+    else:
+        return AllAccepted(batch_id, xaction_ids, now_ms)
+    outcomes: list[Outcome] = [Accepted(batch_id, x, now_ms) for x in xaction_ids]
+    outcomes += [_entry(entry, batch_id, now_ms) for entry in responses[len(xaction_ids) :]]
     return outcomes
 
 

@@ -33,7 +33,14 @@ from connector.delivery.auth import TokenProvider
 from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.batcher import Batch, OutboundMessage, request_body
 from connector.delivery.concurrency import AttemptLog
-from connector.delivery.outcome import TRANSIENT, Accepted, Outcome, classify, classify_single
+from connector.delivery.outcome import (
+    TRANSIENT,
+    Accepted,
+    AllAccepted,
+    Outcome,
+    classify_batch,
+    classify_single,
+)
 from connector.delivery.ratelimit import RateLimits
 from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
 from connector.errors import (
@@ -100,19 +107,30 @@ class DeliveryResult:
 
     `unfinished` messages were neither accepted nor rejected (cancelled, deadline, halt): their
     records stay uncommitted. `halt` says why the deployment looks wrong, if it does.
-    `acknowledgements[i]` is how the API named `accepted[i]` (for delivery receipts).
+    `acknowledgements[i]` is how the API named `accepted[i]` (for delivery receipts), built on
+    demand from `answers`: an Accepted per message, or an AllAccepted for a request's lot.
     `attempts` counts the HTTP requests made (retries and split halves included) and
     `last_status` is the status of the last answer (None: none came), for traces.
     """
 
     batch: Batch
     accepted: list[OutboundMessage] = field(default_factory=list)
-    acknowledgements: list[Accepted] = field(default_factory=list)
+    answers: list[Accepted | AllAccepted] = field(default_factory=list)
     rejected: list[tuple[OutboundMessage, DeadLetter]] = field(default_factory=list)
     unfinished: list[OutboundMessage] = field(default_factory=list)
     halt: str | None = None
     attempts: int = 0
     last_status: int | None = None
+
+    @property
+    def acknowledgements(self) -> list[Accepted]:
+        named: list[Accepted] = []
+        for answer in self.answers:
+            if isinstance(answer, AllAccepted):
+                named += answer.outcomes()
+            else:
+                named.append(answer)
+        return named
 
 
 class Sender:
@@ -264,16 +282,20 @@ class Sender:
     def _apply(
         self,
         pending: list[OutboundMessage],
-        outcomes: list[Outcome],
+        outcomes: AllAccepted | list[Outcome],
         attempt: int,
         result: DeliveryResult,
     ) -> list[OutboundMessage]:
         """Record accepted and rejected messages; return those to send again."""
+        if isinstance(outcomes, AllAccepted):  # the usual answer: all of them, in one go
+            result.accepted += pending
+            result.answers.append(outcomes)
+            return []
         again: list[OutboundMessage] = []
         for message, outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Accepted):
                 result.accepted.append(message)
-                result.acknowledgements.append(outcome)
+                result.answers.append(outcome)
             elif outcome is TRANSIENT:
                 again.append(message)
             else:
@@ -347,7 +369,7 @@ class Sender:
         headers: dict[str, str],
         timeout: httpx.Timeout | None,
         result: DeliveryResult,
-    ) -> list[Outcome]:
+    ) -> AllAccepted | list[Outcome]:
         started = time.monotonic()
         attempt_started = self._clock()
         try:
@@ -379,7 +401,7 @@ class Sender:
             return classify_single(
                 response.status_code, response.content, retry_after, self._wall_clock()
             )
-        return classify(
+        return classify_batch(
             response.status_code, response.content, retry_after, count, self._wall_clock()
         )
 

@@ -11,9 +11,11 @@ from connector.delivery.backoff import BackoffPolicy
 from connector.delivery.outcome import (
     TRANSIENT,
     Accepted,
+    AllAccepted,
     _entry,
     api_message,
     classify,
+    classify_batch,
     parse_retry_after,
     rejection,
 )
@@ -70,6 +72,31 @@ def test_accepted_entries_carry_the_batch_id_and_their_own_xaction_id() -> None:
     ]
     without_batch = classify(207, b'{"responses":[{"xactionId":"x:0"}]}', None, 1, NOW)
     assert without_batch == [accepted("x:0", None)]
+
+
+def test_a_plain_answer_is_kept_whole_and_names_each_message_as_classify_does() -> None:
+    plain = body207('{"xactionId":"x:0"}', '{"xactionId":"x:1"}', '{"xactionId":"x:2"}')
+    answer = classify_batch(207, plain, None, 3, NOW)
+    assert answer == AllAccepted("1:2:3", ["x:0", "x:1", "x:2"], NOW_MS)
+    assert isinstance(answer, AllAccepted)
+    assert answer.outcomes() == classify(207, plain, None, 3, NOW)
+    assert classify(207, plain, None, 3, NOW) == [accepted("x:0"), accepted("x:1"), accepted("x:2")]
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        ('{"xactionId":"x:0"}', '{"status":400,"message":"bad"}', '{"xactionId":"x:2"}'),
+        ('{"xactionId":"x:0"}', "{}", '{"xactionId":"x:2"}'),
+        ('{"xactionId":"x:0"}', '{"xactionId":"x:1"}', '{"status":503}'),
+        ('{"xactionId":7}', '{"xactionId":"x:1"}'),
+        ('{"xactionId":"x:0","extra":1}',),
+    ],
+)
+def test_an_answer_with_any_other_entry_is_read_entry_by_entry(entries: tuple[str, ...]) -> None:
+    answer = classify_batch(207, body207(*entries), None, len(entries), NOW)
+    assert not isinstance(answer, AllAccepted)
+    assert answer == [_entry(orjson.loads(e), "1:2:3", NOW_MS) for e in entries]
 
 
 def test_rejections_are_dead_letters_of_the_api_stage() -> None:
