@@ -113,8 +113,8 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
             result.filtered += 1
             continue
         validator = mapping.validator
-        if validator is not None:
-            violation = validator.validate(entity)
+        if validator is not None and not validator.is_valid(entity):
+            violation = validator.validate(entity)  # the first violation, for the dead letter
             if violation is not None:
                 result.dead_letters.append(
                     DeadLetter(

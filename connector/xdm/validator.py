@@ -12,6 +12,7 @@ message that never quotes the value: record payloads are not logged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -76,7 +77,9 @@ class EntityValidator:
         except (jsonschema_rs.ReferencingError, ValueError) as exc:
             raise SchemaLoadError([f"{schema.name}: cannot be compiled: {exc}"]) from None
         self._compiled = compiled
-        self._is_valid = compiled.is_valid
+        #: Whether an entity fits, nothing more: the record path calls this compiled check
+        #: itself, and `validate` only for an entity that does not fit.
+        self.is_valid: Callable[[object], bool] = compiled.is_valid
 
     def __repr__(self) -> str:
         return f"EntityValidator(schema={self.schema.name!r})"
@@ -84,7 +87,7 @@ class EntityValidator:
     def validate(self, entity: object) -> Violation | None:
         """None when `entity` fits the schema, else its first violation (the worker's
         `validate` stage dead-letters the record with it)."""
-        if self._is_valid(entity):
+        if self.is_valid(entity):
             return None
         for error in self._compiled.iter_errors(entity):
             return violation_from_error(error)
@@ -92,7 +95,7 @@ class EntityValidator:
 
     def violations(self, entity: object, limit: int = 20) -> list[Violation]:
         """Every violation (at most `limit`), in schema order: for `aep-connector map`."""
-        if self._is_valid(entity):
+        if self.is_valid(entity):
             return []
         found: list[Violation] = []
         for error in self._compiled.iter_errors(entity):
