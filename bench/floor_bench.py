@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.twins.web_commerce import map_record  # noqa: E402
 from connector.mapping import TargetDefaults, load_mapping_file  # noqa: E402
-from connector.records import RecordMeta  # noqa: E402
+from connector.records import SourceRecord  # noqa: E402
 from connector.settings import Settings  # noqa: E402
 from connector.source.kafka import consumer_config  # noqa: E402
 from tests.support.kafka import unique_name  # noqa: E402
@@ -69,7 +69,7 @@ def measure_floor(
                 if message.error() is not None:
                     continue
                 value = orjson.loads(message.value())
-                meta = RecordMeta(topic, message.partition(), message.offset(), None, None, {})
+                meta = SourceRecord(topic, message.partition(), message.offset(), None, None, None)
                 entity = map_record(value, meta)
                 if entity is None:
                     continue

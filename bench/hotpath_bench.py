@@ -63,7 +63,7 @@ from connector.mapping import (  # noqa: E402
     load_mapping_file,
 )
 from connector.metrics import Metrics  # noqa: E402
-from connector.records import RecordMeta  # noqa: E402
+from connector.records import SourceRecord  # noqa: E402
 from connector.settings import Settings  # noqa: E402
 from connector.worker import LetterToken, Worker  # noqa: E402
 
@@ -192,7 +192,7 @@ class TwinMapping:
         self.encode = compiled.encode
         self.raw_flow_id = compiled.raw_flow_id
 
-    def apply(self, value: Any, meta: RecordMeta) -> MapResult:
+    def apply(self, value: Any, meta: SourceRecord) -> MapResult:
         return MapResult(map_record(value, meta), [])
 
 
@@ -278,7 +278,7 @@ def floor_round(messages: list[Message], max_request_bytes: int = 1_000_000) -> 
             if message.error() is not None:
                 continue
             value = orjson.loads(message.value())
-            meta = RecordMeta(TOPIC, message.partition(), message.offset(), None, None, {})
+            meta = SourceRecord(TOPIC, message.partition(), message.offset(), None, None, None)
             entity = map_record(value, meta)
             if entity is None:
                 continue

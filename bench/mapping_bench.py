@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `connector` i
 
 from bench.twins import crm_profile, web_commerce
 from connector.mapping import CompiledMapping, TargetDefaults, load_mapping_file
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "mappings" / "examples"
 EXAMPLE = EXAMPLES / "web-commerce.yaml"
@@ -125,7 +125,7 @@ def make_profile(rng: random.Random, index: int) -> dict[str, object]:
 
 
 Generator = Callable[[random.Random, int], dict[str, object]]
-Twin = Callable[[dict[str, object], RecordMeta], dict[str, object] | None]
+Twin = Callable[[dict[str, object], SourceRecord], dict[str, object] | None]
 
 #: Each example mapping's record generator and hand-written twin.
 GENERATORS: dict[str, Generator] = {"web-commerce": make_record, "crm-profile": make_profile}
@@ -136,7 +136,7 @@ TWINS: dict[str, Twin] = {
 
 
 def compiled_round(
-    mapping: CompiledMapping, pairs: list[tuple[dict[str, object], RecordMeta]]
+    mapping: CompiledMapping, pairs: list[tuple[dict[str, object], SourceRecord]]
 ) -> float:
     apply, envelope = mapping.apply, mapping.envelope
     start = time.process_time()
@@ -148,7 +148,7 @@ def compiled_round(
 
 
 def twin_round(
-    twin: Twin, mapping: CompiledMapping, pairs: list[tuple[dict[str, object], RecordMeta]]
+    twin: Twin, mapping: CompiledMapping, pairs: list[tuple[dict[str, object], SourceRecord]]
 ) -> float:
     envelope = mapping.envelope  # the same envelope encoder: only the mapping differs
     start = time.process_time()
@@ -165,7 +165,7 @@ def measure(name: str, records: int, rounds: int) -> tuple[float, float]:
     rng = random.Random(42)
     topic = mapping.source_topics[0]
     pairs = [
-        (GENERATORS[name](rng, i), RecordMeta(topic, i % 6, i, None, None, {}))
+        (GENERATORS[name](rng, i), SourceRecord(topic, i % 6, i, None, None, None))
         for i in range(records)
     ]
     twin = TWINS[name]
@@ -182,7 +182,7 @@ def profile(records: int) -> None:
     mapping = load_mapping_file(EXAMPLE, TargetDefaults("bench", "B@AdobeOrg"))
     rng = random.Random(42)
     pairs = [
-        (make_record(rng, i), RecordMeta("web.commerce", 0, i, None, None, {}))
+        (make_record(rng, i), SourceRecord("web.commerce", 0, i, None, None, None))
         for i in range(records)
     ]
     compiled_round(mapping, pairs[:1000])

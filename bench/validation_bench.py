@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mapping_bench import make_record
 
 from connector.mapping import CompiledMapping, TargetDefaults, load_mapping_file
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "mappings" / "examples"
 
@@ -55,7 +55,7 @@ def example_entities(name: str, count: int) -> tuple[CompiledMapping, list[dict[
         records = [samples[i % len(samples)] for i in range(count)]
     entities = []
     for index, record in enumerate(records):
-        entity = mapping.apply(record, RecordMeta(topic, 0, index, None, None, {})).entity
+        entity = mapping.apply(record, SourceRecord(topic, 0, index, None, None, None)).entity
         if entity is not None:
             entities.append(entity)
     return mapping, entities

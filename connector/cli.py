@@ -274,7 +274,7 @@ def map_records(
         TargetDefaults,
         load_mapping_file,
     )
-    from connector.records import RecordMeta
+    from connector.records import SourceRecord
 
     settings = load_or_exit(config_file)
     connection = settings.platform.connection_id
@@ -321,7 +321,7 @@ def map_records(
             click.echo(f"line {number}: not valid JSON: {exc}", err=True)
             failed += 1
             continue
-        meta = RecordMeta(topic, 0, number - 1, None, None, {})
+        meta = SourceRecord(topic, 0, number - 1, None, None, line)
         try:
             result = mapping.apply(value, meta)
         except MappingFailure as exc:

@@ -21,7 +21,7 @@ from connector.delivery.batcher import FRAMING_BYTES
 from connector.errors import DeadLetter, HaltError, PoisonError
 from connector.mapping import CompiledMapping, MappingFailure
 from connector.metrics import Metrics
-from connector.records import RecordMeta, SourceRecord
+from connector.records import SourceRecord
 from connector.settings import API_MAX_REQUEST_BYTES, Settings
 from connector.source.decode import (
     ConfluentAvroDecoder,
@@ -73,50 +73,52 @@ class Processed:
     """What became of one record: messages to send (envelope bytes and their target), dead
     letters, and how many mappings filtered it out; `tombstone` when skipped as one.
     `warnings` holds (mapping name, field warnings) for the mappings that left fields out
-    (the worker counts them; `map --from-topic` prints them)."""
+    (the worker counts them; `map --from-topic` prints them).
 
-    messages: list[tuple[bytes, Target]] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    filtered: int = 0
-    tombstone: bool = False
-    warnings: tuple[tuple[str, list[str]], ...] = ()
+    Built once per record with every field given, positionally: default factories and
+    keyword arguments cost half a microsecond more per record."""
+
+    messages: list[tuple[bytes, Target]]
+    dead_letters: list[DeadLetter]
+    filtered: int
+    tombstone: bool
+    warnings: tuple[tuple[str, list[str]], ...]
 
 
 def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
     """Decode, map, envelope and size-check one record (pure but for metric counters)."""
-    result = Processed()
     value = record.value
     if value is None:
         if route.dead_letter_tombstones:
-            result.dead_letters.append(TOMBSTONE)
-        else:
-            result.tombstone = True
-        return result
+            return Processed([], [TOMBSTONE], 0, False, ())
+        return Processed([], [], 0, True, ())
     try:
         decoded = route.decoder(value)
     except PoisonError as exc:
-        result.dead_letters.append(exc.letter)
-        return result
-    meta = RecordMeta.of(record)
+        return Processed([], [exc.letter], 0, False, ())
+    messages: list[tuple[bytes, Target]] = []
+    letters: list[DeadLetter] = []
+    filtered = 0
+    warned: tuple[tuple[str, list[str]], ...] = ()
     for target in route.targets:
         mapping = target.mapping
         try:
-            mapped = mapping.apply(decoded, meta)
+            mapped = mapping.apply(decoded, record)
         except MappingFailure as exc:
-            result.dead_letters.append(DeadLetter("map", exc.reason, str(exc), mapping=target.name))
+            letters.append(DeadLetter("map", exc.reason, str(exc), mapping=target.name))
             continue
         entity, warnings = mapped.entity, mapped.warnings
         if warnings:
             target.warnings.inc(len(warnings))
-            result.warnings += ((target.name, warnings),)
+            warned += ((target.name, warnings),)
         if entity is None:
-            result.filtered += 1
+            filtered += 1
             continue
         validator = mapping.validator
         if validator is not None and not validator.is_valid(entity):
             violation = validator.validate(entity)  # the first violation, for the dead letter
             if violation is not None:
-                result.dead_letters.append(
+                letters.append(
                     DeadLetter(
                         "validate",
                         "xdm_invalid",
@@ -132,13 +134,11 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
         try:
             body = mapping.encode(entity, now_ms)
         except (TypeError, ValueError) as exc:  # a value JSON cannot represent
-            result.dead_letters.append(
-                DeadLetter("map", "envelope", f"envelope: {exc}", mapping=target.name)
-            )
+            letters.append(DeadLetter("map", "envelope", f"envelope: {exc}", mapping=target.name))
             continue
         # Alone in a request: framed in a batch, or (raw) the whole body of a single request.
         if len(body) + target.framing > API_MAX_REQUEST_BYTES:
-            result.dead_letters.append(
+            letters.append(
                 DeadLetter(
                     "validate",
                     "too_large",
@@ -147,8 +147,8 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
                 )
             )
             continue
-        result.messages.append((body, target))
-    return result
+        messages.append((body, target))
+    return Processed(messages, letters, filtered, False, warned)
 
 
 class Routes:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from connector.mapping.values import FALSE_WORDS, TRUE_WORDS
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 GENDERS = {"F": "female", "M": "male"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def map_record(record: dict[str, object], meta: RecordMeta) -> dict[str, object] | None:
+def map_record(record: dict[str, object], meta: SourceRecord) -> dict[str, object] | None:
     """The entity (this mapping has no filter)."""
     out: dict[str, object] = {}
     person: dict[str, object] = {}

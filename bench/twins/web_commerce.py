@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from connector.mapping.functions import _query_pairs, _split_url
 from connector.mapping.useragent import agent_info
 from connector.mapping.values import FALSE_WORDS, TRUE_WORDS, rfc3339
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 EVENT_TYPES = {
     "productView": "commerce.productViews",
@@ -42,7 +42,7 @@ def _quantity(value: object) -> int | None:
         return None
 
 
-def map_record(record: dict[str, object], meta: RecordMeta) -> dict[str, object] | None:
+def map_record(record: dict[str, object], meta: SourceRecord) -> dict[str, object] | None:
     """The entity, or None when the record is a heartbeat."""
     event_type = record.get("eventType")
     if event_type == "heartbeat":

@@ -1,8 +1,8 @@
-"""Declarative mappings: Data Prep mapping sets and expressions compiled to Python closures.
+"""Declarative mappings: Data Prep mapping sets, each compiled to one generated Python function.
 
     mappings = load_mappings(Path("mappings"), TargetDefaults(connection_id, ims_org_id))
     mapping = next(m for m in mappings if m.matches(topic))
-    result = mapping.apply(record_value, RecordMeta.of(record))   # raises only MappingFailure
+    result = mapping.apply(decoded_value, record)   # raises only MappingFailure
     if result.entity is not None:
         message = mapping.envelope(result.entity, created_at_ms)
 

@@ -64,7 +64,7 @@ from connector.mapping.values import (
     truthy,
     type_name,
 )
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 KAFKA_FIELDS: Final = ("topic", "partition", "offset", "timestamp", "key", "headers")
 METHODS: Final = ("equals", "equalsIgnoreCase", "get")
@@ -82,15 +82,39 @@ def describe(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__} while evaluating"
 
 
-def kafka_object(meta: RecordMeta) -> dict[str, object]:
+def kafka_key(meta: SourceRecord) -> str | None:
+    """`_kafka.key`: the key as text (UTF-8, undecodable bytes replaced), decoded only where an
+    expression reads it; the record keeps the original bytes for the dead-letter topic."""
+    key = meta.key
+    return None if key is None else key.decode("utf-8", errors="replace")
+
+
+def kafka_header(meta: SourceRecord, name: str) -> str | None:
+    """`_kafka.headers.<name>`: the last header of that name, as text (None: absent or null)."""
+    found: bytes | None = None
+    for header, value in meta.headers:
+        if header == name:
+            found = value
+    return None if found is None else found.decode("utf-8", errors="replace")
+
+
+def kafka_headers(meta: SourceRecord) -> dict[str, str | None]:
+    """`_kafka.headers`: every header as text, by name (a repeated name: its last value)."""
+    return {
+        name: None if value is None else value.decode("utf-8", errors="replace")
+        for name, value in meta.headers
+    }
+
+
+def kafka_object(meta: SourceRecord) -> dict[str, object]:
     """The whole `_kafka` value, built only when an expression reads it as one object."""
     return {
         "topic": meta.topic,
         "partition": meta.partition,
         "offset": meta.offset,
         "timestamp": meta.timestamp_ms,
-        "key": meta.key,
-        "headers": dict(meta.headers),
+        "key": kafka_key(meta),
+        "headers": kafka_headers(meta),
     }
 
 
@@ -198,6 +222,9 @@ HELPERS: Final[dict[str, object]] = {
     "equals_ignore_case": equals_ignore_case,
     "get_member": get_member,
     "kafka_object": kafka_object,
+    "kafka_key": kafka_key,
+    "kafka_header": kafka_header,
+    "kafka_headers": kafka_headers,
     "lookup": paths.lookup,
     "MISSING": paths.MISSING,
     "user_agent": user_agent,
@@ -583,13 +610,13 @@ class ExpressionGenerator:
             return Code("None", "null")
         if first == "headers":
             if not rest:
-                return Code("dict(meta.headers)", "dict", nonnull=True)
+                return Code("kafka_headers(meta)", "dict", nonnull=True)
             name = rest[0]
             if not isinstance(name, str):
                 self.problem(node, "a Kafka header is read by name: _kafka.headers.<name>")
                 return Code("None", "null")
             after = tuple(s for s in rest[1:] if not isinstance(s, paths.Star))
-            return Code(self.read(f"meta.headers.get({name!r})", after))
+            return Code(self.read(f"kafka_header(meta, {name!r})", after))
         if rest:
             self.problem(node, f"_kafka.{first} has no fields")
             return Code("None", "null")
@@ -601,7 +628,7 @@ class ExpressionGenerator:
             return Code("meta.offset", "int", nonnull=True, small=True)
         if first == "timestamp":
             return Code("meta.timestamp_ms", "int", small=True)
-        return Code("meta.key", "str")
+        return Code("kafka_key(meta)", "str")
 
     # --- calls ------------------------------------------------------------------------------
 

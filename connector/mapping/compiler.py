@@ -16,7 +16,7 @@ from connector.mapping.codegen import kafka_object as kafka_object
 from connector.mapping.errors import MappingFailure, SourceError
 from connector.mapping.functions import Runtime
 from connector.mapping.nodes import Node
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 
 class Ctx:
@@ -29,7 +29,7 @@ class Ctx:
     def __init__(
         self,
         root: dict[str, object],
-        meta: RecordMeta,
+        meta: SourceRecord,
         strict: bool,
         deadline: float = math.inf,
     ) -> None:

@@ -27,7 +27,7 @@ from connector.mapping.limits import MAX_DESTINATION_STARS, MAX_DESTINATION_STEP
 from connector.mapping.nodes import Node, Ref
 from connector.mapping.parser import KAFKA, parse_expression
 from connector.mapping.values import DESTINATION_TYPES, clean, rfc3339, type_name
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 from connector.xdm import EntityValidator
 
 SourceFormat = Literal["json", "avro", "avro-schema"]
@@ -260,7 +260,7 @@ class CompiledMapping:
             return True
         return self.topic_pattern is not None and self.topic_pattern.fullmatch(topic) is not None
 
-    def apply(self, value: object, meta: RecordMeta) -> MapResult:
+    def apply(self, value: object, meta: SourceRecord) -> MapResult:
         """Map one decoded record. Raises only MappingFailure (strict-mode field error, filter
         error, a value that is not an object, an entity with no field at all, or the evaluation
         budget spent: reason "too_slow")."""
@@ -272,7 +272,7 @@ class CompiledMapping:
             return self._map_again_measured(exc, value, meta)
 
     def _map_again_measured(
-        self, failure: MappingFailure, value: object, meta: RecordMeta
+        self, failure: MappingFailure, value: object, meta: SourceRecord
     ) -> MapResult:
         """The budget is measured on the wall clock (cheap to read), so a thread that waited
         (for the GIL, a throttled CPU quota, a loaded node) can run out of it without the record
@@ -290,7 +290,7 @@ class CompiledMapping:
                 failure = exc
         raise failure
 
-    def _map(self, value: object, meta: RecordMeta) -> MapResult:
+    def _map(self, value: object, meta: SourceRecord) -> MapResult:
         if not isinstance(value, dict):
             raise MappingFailure(f"the record value is not an object (got {type_name(value)})")
         deadline = self._clock() + self._budget_s if self._timed else math.inf

@@ -12,19 +12,20 @@ from connector.mapping.compiler import Ctx, ExpressionCompiler
 from connector.mapping.errors import SourceError
 from connector.mapping.functions import FUNCTION_NAMES
 from connector.mapping.parser import parse_expression
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 #: 2019-10-23T11:24:35Z, the reference page's dformat example.
 NOW_MS = 1571829875000
 FIXED_UUID = "123e4567-e89b-42d3-a456-426614174000"
 RUNTIME = Runtime(now_ms=lambda: NOW_MS, new_uuid=lambda: FIXED_UUID)
-META = RecordMeta(
+META = SourceRecord(
     topic="web.events",
     partition=3,
     offset=42,
     timestamp_ms=NOW_MS,
-    key="user-7",
-    headers={"source": "app", "trace": None},
+    key=b"user-7",
+    value=None,
+    headers=(("source", b"app"), ("trace", None)),
 )
 DEFAULTS = TargetDefaults(connection_id="inlet-default", ims_org_id="ORG@AdobeOrg")
 
@@ -35,7 +36,7 @@ def compile_expression(source: str, depth: int = 0) -> tuple[Any, list[SourceErr
     return evaluate, compiler.problems
 
 
-def evaluate(source: str, record: dict[str, Any] | None = None, meta: RecordMeta = META) -> Any:
+def evaluate(source: str, record: dict[str, Any] | None = None, meta: SourceRecord = META) -> Any:
     """The value of one expression for one record; fails the test on a load-time problem."""
     compiled, problems = compile_expression(source)
     assert not problems, [str(p) for p in problems]

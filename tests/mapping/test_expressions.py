@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 from tests.mapping.support import error_of, evaluate
 
 
@@ -113,7 +113,9 @@ def test_star_without_a_bound_destination_collects() -> None:
 
 
 def test_kafka_metadata() -> None:
-    meta = RecordMeta("orders", 2, 17, 1571829875000, "key-1", {"trace": "t-9", "empty": None})
+    meta = SourceRecord(
+        "orders", 2, 17, 1571829875000, b"key-1", None, (("trace", b"t-9"), ("empty", None))
+    )
     assert evaluate("_kafka.topic", meta=meta) == "orders"
     assert evaluate("_kafka.partition", meta=meta) == 2
     assert evaluate("_kafka.offset", meta=meta) == 17
@@ -132,6 +134,20 @@ def test_kafka_metadata() -> None:
     }
     assert evaluate('dformat(_kafka.timestamp, "yyyy-MM-dd")', meta=meta) == "2019-10-23"
     assert evaluate("${_kafka}.topic", {"_kafka": {"topic": "a field"}}, meta=meta) == "a field"
+
+
+def test_kafka_key_and_headers_are_text_decoded_where_read() -> None:
+    """The record keeps the key's and headers' bytes; an expression sees UTF-8 text with
+    undecodable bytes replaced, and a header name given twice has its last value."""
+    meta = SourceRecord(
+        "orders", 0, 1, None, b"k\xff", None, (("h", b"first"), ("h", b"last"), ("bad", b"\xfe"))
+    )
+    assert evaluate("_kafka.key", meta=meta) == "k\ufffd"
+    assert evaluate("_kafka.headers.h", meta=meta) == "last"
+    assert evaluate("_kafka.headers.bad", meta=meta) == "\ufffd"
+    assert evaluate("_kafka.headers", meta=meta) == {"h": "last", "bad": "\ufffd"}
+    assert evaluate("_kafka.key", meta=meta._replace(key=None)) is None
+    assert evaluate("_kafka.headers.h", meta=meta._replace(headers=())) is None
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from connector.mapping import MappingFailure, TargetDefaults, load_mapping_file
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "mappings" / "examples"
 NAMES = sorted(path.stem for path in EXAMPLES.glob("*.yaml"))
@@ -26,7 +26,7 @@ def map_example(name: str) -> tuple[list[dict[str, object]], list[str]]:
     entities: list[dict[str, object]] = []
     warnings: list[str] = []
     for number, line in enumerate(lines, start=1):
-        meta = RecordMeta(mapping.source_topics[0], 0, number - 1, None, None, {})
+        meta = SourceRecord(mapping.source_topics[0], 0, number - 1, None, None, None)
         result = mapping.apply(orjson.loads(line), meta)
         warnings.extend(f"line {number}: {w}" for w in result.warnings)
         if result.entity is not None:
@@ -78,6 +78,6 @@ def test_web_commerce_id_is_a_stable_hash_of_key_fields() -> None:
 
 def test_crm_profile_is_strict() -> None:
     mapping = load_mapping_file(EXAMPLES / "crm-profile.yaml", TargetDefaults("inlet", None))
-    meta = RecordMeta("crm.profiles", 0, 0, None, None, {})
+    meta = SourceRecord("crm.profiles", 0, 0, None, None, None)
     with pytest.raises(MappingFailure, match=r"person\.birthDate"):
         mapping.apply({"customerId": "C-9", "birthDate": "1969-03-14"}, meta)

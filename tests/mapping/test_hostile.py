@@ -339,7 +339,7 @@ from pathlib import Path
 import orjson
 from connector.mapping import TargetDefaults, load_mapping_file
 from connector.mapping.limits import MappingLimits
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 example = Path("mappings/examples/web-commerce.yaml")
 budget = MappingLimits(evaluation_budget_ms=600_000)  # memory is measured here, not time
 mapping = load_mapping_file(example, TargetDefaults("i", "o"), limits=budget)
@@ -348,7 +348,7 @@ for i in range(1500):
     filler = str(i) * (400_000 // len(str(i)))
     base["page"]["url"] = f"https://shop.example.com/p?utm_campaign={i}&q=" + filler
     base["device"]["ua"] = base["page"]["url"]
-    mapping.apply(base, RecordMeta("web.commerce", 0, i, None, None, {}))
+    mapping.apply(base, SourceRecord("web.commerce", 0, i, None, None, None))
 status = Path("/proc/self/status").read_text()
 print(int(status.split("VmHWM:")[1].split()[0]) // 1024)
 """

@@ -13,7 +13,7 @@ import pytest
 
 from bench import mapping_bench
 from connector.mapping import TargetDefaults, load_mapping_file
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "mappings" / "examples"
 
@@ -25,7 +25,7 @@ def envelopes(
     compiled: list[bytes] = []
     hand: list[bytes] = []
     for number, record in enumerate(records):
-        meta = RecordMeta(mapping.source_topics[0], 0, number, None, None, {})
+        meta = SourceRecord(mapping.source_topics[0], 0, number, None, None, None)
         entity = mapping.apply(record, meta).entity
         compiled.append(b"skipped" if entity is None else mapping.envelope(entity, 1))
         other = twin(record, meta)

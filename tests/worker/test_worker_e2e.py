@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from connector.mapping import TargetDefaults, load_mapping_file
-from connector.records import RecordMeta
+from connector.records import SourceRecord
 from tests.support.emulator import RunningEmulator, start_emulator
 from tests.support.kafka import (
     committed_offsets,
@@ -123,13 +123,13 @@ def check_entities(
         entity = line["message"]["body"]["xdmEntity"]
         n = entity["_acme"]["n"]
         key, value = order(n, pad)
-        meta = RecordMeta(
+        meta = SourceRecord(
             topic="",
             partition=entity["_acme"]["partition"],
             offset=entity["_acme"]["offset"],
             timestamp_ms=None,
-            key=key.decode(),
-            headers={},
+            key=key,
+            value=value,
         )
         expected = mapping.apply(orjson.loads(value), meta).entity
         assert entity == expected
