@@ -94,7 +94,7 @@ class Dispatcher:
             topic, partition = message.state.key
             lane: Lane = (message.connection_id, topic, partition)
         else:
-            lane = (message.connection_id,)
+            lane = message.connection_id  # one lane per connection: no tuple per message
         if message.raw_flow_id is not None:  # a dataflow's raw payloads: a lane of their own
             lane = (lane, message.raw_flow_id)
         closed = self._batcher.add(lane, message)
@@ -125,7 +125,7 @@ class Dispatcher:
             blocked |= self._busy_lanes
         else:
             full = {c for c, n in self._per_connection.items() if n >= limits.limit(c)}
-            blocked |= {(c,) for c in full}
+            blocked |= full  # a connection's lane is its id
         self._ready.extend(self._batcher.queue_due(blocked))  # open until they start
         free = self.slots - len(self._requests)
         if not self._ready or free <= 0:
