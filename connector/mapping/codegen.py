@@ -22,7 +22,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Final
+from typing import Final, NoReturn
 
 from connector.mapping import dates, paths, regexes, useragent
 from connector.mapping.errors import ExpressionError, MappingFailure, SourceError
@@ -80,6 +80,21 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, (ExpressionError, MappingFailure)):
         return str(exc)
     return f"unexpected {type(exc).__name__} while evaluating"
+
+
+def field_warning(warnings: list[str], destination: str, exc: Exception) -> None:
+    """A field could not be produced: it is left out, with a warning. A MappingFailure (the
+    evaluation budget is spent) always fails the record."""
+    if isinstance(exc, MappingFailure):
+        raise exc
+    warnings.append(f"{destination}: {describe(exc)}")
+
+
+def field_failure(warnings: list[str], destination: str, exc: Exception) -> NoReturn:
+    """Strict mode: a field that could not be produced fails the record."""
+    if isinstance(exc, MappingFailure):
+        raise exc
+    raise MappingFailure(f"{destination}: {describe(exc)}") from exc
 
 
 def kafka_key(meta: SourceRecord) -> str | None:

@@ -10,10 +10,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from connector.mapping.codegen import ExpressionGenerator, Namespace, Source, compile_source
+from connector.mapping.codegen import (
+    ExpressionGenerator,
+    Namespace,
+    Source,
+    compile_source,
+    field_failure,
+    field_warning,
+)
 from connector.mapping.codegen import describe as describe
 from connector.mapping.codegen import kafka_object as kafka_object
-from connector.mapping.errors import MappingFailure, SourceError
+from connector.mapping.errors import SourceError
 from connector.mapping.functions import Runtime
 from connector.mapping.nodes import Node
 from connector.records import SourceRecord
@@ -43,12 +50,9 @@ class Ctx:
     def field_error(self, destination: str, exc: Exception) -> None:
         """A field could not be produced: a warning, or in strict mode the record's failure.
         A MappingFailure (the evaluation budget is spent) always fails the record."""
-        if isinstance(exc, MappingFailure):
-            raise exc
-        message = f"{destination}: {describe(exc)}"
         if self.strict:
-            raise MappingFailure(message) from exc
-        self.warnings.append(message)
+            field_failure(self.warnings, destination, exc)
+        field_warning(self.warnings, destination, exc)
 
 
 Eval = Callable[[Ctx], object]

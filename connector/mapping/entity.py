@@ -28,6 +28,8 @@ from connector.mapping.codegen import (
     comment,
     compile_source,
     describe,
+    field_failure,
+    field_warning,
     needs_clean,
     repeated_calls,
 )
@@ -35,9 +37,11 @@ from connector.mapping.errors import MappingFailure, SourceError, too_slow
 from connector.mapping.functions import Runtime
 from connector.mapping.nodes import Node
 from connector.mapping.values import FALSE_WORDS, INT_MAX, INT_MIN, TRUE_WORDS, clean, rfc3339
+from connector.records import SourceRecord
 
 StarSegments = list[tuple[str | int, ...]]
-Builder = Callable[..., object]
+#: The generated `map_record(root, meta, deadline, warnings)`.
+Builder = Callable[[dict[str, object], SourceRecord, float, list[str]], object]
 Conversion = Callable[[object], object]
 
 #: What the generated function returns for a record the filter skipped.
@@ -112,10 +116,11 @@ class _Each:
 _Node = _Leaf | _Object | _Indexed | _Each
 
 
-def build_entity(fields: list[Field]) -> tuple[Builder, list[str]]:
-    """The entity builder `(ctx) -> entity or None` and the problems found (each starting
-    with the entry's label)."""
-    program = generate("entity", fields, None, fields[0].runtime if fields else Runtime())
+def build_entity(fields: list[Field], strict: bool = False) -> tuple[Builder, list[str]]:
+    """The entity builder `(root, meta, deadline, warnings) -> entity or None` and the
+    problems found (each starting with the entry's label)."""
+    runtime = fields[0].runtime if fields else Runtime()
+    program = generate("entity", fields, None, runtime, strict)
     return program.function, program.problems
 
 
@@ -216,7 +221,7 @@ class Program:
     source: str
     problems: list[str]
     notices: list[str]
-    timed: bool = True  # the function checks the evaluation budget (reads ctx.deadline)
+    timed: bool = True  # the function checks the evaluation budget (reads its deadline)
 
 
 @dataclass(slots=True)
@@ -228,10 +233,19 @@ class FilterSpec:
     where: str  # how problems name it, e.g. "filter (line 16)"
 
 
-def generate(name: str, fields: list[Field], keep: FilterSpec | None, runtime: Runtime) -> Program:
-    """Generate and compile the function `map_record(ctx)`: the filter (returns SKIPPED
-    when it is false), then the entity (None when no field has a value)."""
+def generate(
+    name: str,
+    fields: list[Field],
+    keep: FilterSpec | None,
+    runtime: Runtime,
+    strict: bool = False,
+) -> Program:
+    """Generate and compile the function `map_record(root, meta, deadline, warnings)`: the
+    filter (returns SKIPPED when it is false), then the entity (None when no field has a
+    value). Its arguments are all it reads, so that a record costs no context object; a field
+    error adds to `warnings`, or in strict mode fails the record (MappingFailure)."""
     writer = _Writer(runtime)
+    writer.ns.values["field_error"] = field_failure if strict else field_warning
     nodes = [item.node for item in fields if item.node is not None]
     writer.src.repeated = repeated_calls(nodes + ([keep.node] if keep is not None else []))
     root, problems = entity_tree(fields)
@@ -249,7 +263,9 @@ def generate(name: str, fields: list[Field], keep: FilterSpec | None, runtime: R
     return Program(function, source, writer.problems, writer.notices, writer.uses_deadline)
 
 
-def _nothing(ctx: object) -> object:
+def _nothing(
+    root: dict[str, object], meta: SourceRecord, deadline: float, warnings: list[str]
+) -> object:
     return None
 
 
@@ -283,8 +299,10 @@ class _Writer:
     def source(self, name: str) -> str:
         head = [
             f"# The generated function of mapping {comment(name)} (aep-connector map --explain).",
-            "# root: the record; meta: its Kafka metadata; ctx.field_error() records a field's",
-            "# warning (or fails the record in strict mode).",
+            "# root: the record's value; meta: the Kafka record (topic, partition, offset,",
+            "# timestamp_ms; key and headers as bytes); deadline: when the evaluation budget",
+            "# runs out; field_error() adds a field's warning to warnings (or, in strict mode,",
+            "# fails the record).",
         ]
         lines = self.src.lines()
         used = set(re.findall(r"\w+", "\n".join(lines)))
@@ -295,10 +313,8 @@ class _Writer:
         ]
         if prepared:
             head += ["# Prepared constants:", *prepared]
-        preamble = ["    root = ctx.root", "    meta = ctx.meta"]
-        if self.uses_deadline:
-            preamble.append("    deadline = ctx.deadline")
-        return "\n".join([*head, "def map_record(ctx):", *preamble, *lines, ""])
+        signature = "def map_record(root, meta, deadline, warnings):"
+        return "\n".join([*head, signature, *lines, ""])
 
     def expressions(self, depth: int) -> ExpressionGenerator:
         return ExpressionGenerator(self.ns, self.src, depth, hoist=True)
@@ -463,7 +479,7 @@ class _Writer:
         else:
             self.clean(code)
         src.line("except Exception as exc:")
-        src.line(f"    v = ctx.field_error({destination!r}, exc)")
+        src.line(f"    v = field_error(warnings, {destination!r}, exc)")
         src.line("if v is not None:")
         src.line(f"    {attach('v')}")
 
@@ -477,7 +493,7 @@ class _Writer:
         src.line("    try:")
         src.line(f"        v = clean({variable})")
         src.line("    except Exception as exc:")
-        src.line(f"        v = ctx.field_error({destination!r}, exc)")
+        src.line(f"        v = field_error(warnings, {destination!r}, exc)")
         src.line("    if v is not None:")
         src.line(f"        {attach('v')}")
 

@@ -190,7 +190,8 @@ class _FileLoader:
             for problem in filter_problems:
                 self.report(f"{where}: {problem}")
         name = (model.name if model is not None else None) or self.path.stem
-        program = generate(name, fields, keep, self.runtime)
+        strict = model.strict if model is not None else False
+        program = generate(name, fields, keep, self.runtime, strict)
         for problem in program.problems:
             self.report(problem)
         validator = self.validator(data, entries, document)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from connector.envelope import Envelope, EnvelopeTarget, encode_raw
 from connector.mapping import dates, paths
-from connector.mapping.compiler import Ctx, ExpressionCompiler, describe
+from connector.mapping.compiler import ExpressionCompiler, describe
 from connector.mapping.entity import SKIPPED, Builder, Field, FilterSpec
 from connector.mapping.errors import TOO_SLOW, MappingFailure, SourceError
 from connector.mapping.functions import FUNCTION_NAMES, Runtime
@@ -294,25 +294,26 @@ class CompiledMapping:
         if not isinstance(value, dict):
             raise MappingFailure(f"the record value is not an object (got {type_name(value)})")
         deadline = self._clock() + self._budget_s if self._timed else math.inf
-        ctx = Ctx(value, meta, self.strict, deadline)
+        warnings: list[str] = []
         try:
-            entity = self._build(ctx)  # the function generated at load: filter, then entity
+            # The function generated at load: filter, then entity.
+            entity = self._build(value, meta, deadline, warnings)
         except MappingFailure:
             raise
         except Exception as exc:  # a defect must still reach the caller as a mapping failure
             raise MappingFailure(f"unexpected {type(exc).__name__} while mapping") from exc
         if entity.__class__ is dict and self.raw_flow_id is None:  # the usual outcome first
-            return MapResult(entity, ctx.warnings)
+            return MapResult(entity, warnings)
         if entity is SKIPPED:
-            return MapResult(None, ctx.warnings)
+            return MapResult(None, warnings)
         if self.raw_flow_id is not None:  # the filter let it through: the record is the message
-            return MapResult(value, ctx.warnings)
+            return MapResult(value, warnings)
         if not isinstance(entity, dict):
-            first = f"; first field error: {ctx.warnings[0]}" if ctx.warnings else ""
+            first = f"; first field error: {warnings[0]}" if warnings else ""
             raise MappingFailure(
-                f"no destination field has a value ({len(ctx.warnings)} field error(s){first})"
+                f"no destination field has a value ({len(warnings)} field error(s){first})"
             )
-        return MapResult(entity, ctx.warnings)
+        return MapResult(entity, warnings)
 
     def envelope(self, entity: dict[str, object], created_at_ms: int) -> bytes:
         """The Platform message for `entity`, serialized once (see connector.envelope); for a

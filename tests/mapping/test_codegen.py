@@ -33,7 +33,7 @@ def test_map_explain_prints_the_generated_function() -> None:
     assert result.returncode == 0, result.stderr
     source = result.stdout.decode()
     assert source.startswith("# The generated function of mapping web-commerce")
-    assert "def map_record(ctx):" in source
+    assert "def map_record(root, meta, deadline, warnings):" in source
     assert '# mappings[0] (line 23): _id = sha256(concat(visitorId, "|", eventId))' in source
     compile(source, "explain", "exec")  # what is printed is the real, valid source
 

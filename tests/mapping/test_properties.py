@@ -3,6 +3,7 @@ MappingFailure and never emits null or an empty object or array; paths round-tri
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.mapping import CompiledMapping, MappingFailure, load_mapping_file
-from connector.mapping.compiler import Ctx
 from connector.mapping.entity import build_entity
 from connector.mapping.mapping import EntrySpec, compile_field
 from connector.mapping.paths import format_path
@@ -182,13 +182,13 @@ def test_a_path_copied_onto_itself_round_trips(names: list[str], value: object) 
     field, problems = compile_field(EntrySpec("e", "ATTRIBUTE", text, text), RUNTIME)
     assert problems == []
     assert field is not None
-    build, tree_problems = build_entity([field])
+    build, tree_problems = build_entity([field], strict=True)
     assert tree_problems == []
     record: object = value
     for name in reversed(names):
         record = {name: record}
     assert isinstance(record, dict)
-    assert build(Ctx(record, META, strict=True)) == record
+    assert build(record, META, math.inf, []) == record
 
 
 @settings(max_examples=50, deadline=None, derandomize=True)
@@ -197,11 +197,9 @@ def test_star_copies_keep_the_non_null_elements_in_order(values: list[object]) -
     field, problems = compile_field(EntrySpec("e", "ATTRIBUTE", "src[*]", "dst[*]"), RUNTIME)
     assert field is not None
     assert problems == []
-    build, _ = build_entity([field])
+    build, _ = build_entity([field], strict=True)
     expected = [v for v in values if v is not None]
-    assert build(Ctx({"src": values}, META, strict=True)) == (
-        {"dst": expected} if expected else None
-    )
+    assert build({"src": values}, META, math.inf, []) == ({"dst": expected} if expected else None)
 
 
 def test_examples_compile_with_the_kitchen_sink(tmp_path: Path) -> None:
