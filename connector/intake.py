@@ -72,15 +72,17 @@ class Intake:
         self._passed = 0
 
     def take(self, messages: list[Message], now_ms: int) -> None:
-        # The record path: names bound once per batch, the consumed count added once per topic
-        # and batch (a labelled counter's inc takes a lock: a microsecond per record), and the
-        # partition's state and the topic's route looked up once per run of one partition
-        # (librdkafka hands out a fetch's records partition by partition).
+        # The record path: names bound once per batch; the consumed and field-warning counts
+        # added once per topic or mapping and batch (a labelled counter's inc takes a lock: a
+        # microsecond per record); the partition's state and the topic's route looked up once
+        # per run of one partition (librdkafka hands out a fetch's records partition by
+        # partition).
         tracker_state = self._tracker.state
         route_of = self._routes.get
         reseeked = self._reseeked
         track = self._track
         consumed: dict[str, int] = {}
+        warned: dict[str, int] = {}  # field warnings by mapping
         run_topic: str | None = None
         run_partition = -1
         state: PartitionState | None = None
@@ -113,10 +115,15 @@ class Intake:
                     processed = process(record, route, now_ms)
                 except RetryableError as exc:
                     processed = self._process_again(record, route, now_ms, exc)
+                if processed.warnings:
+                    for mapping, warnings in processed.warnings:
+                        warned[mapping] = warned.get(mapping, 0) + len(warnings)
                 track(record, state, processed)
         finally:
             for topic, count in consumed.items():
                 route_of(topic).consumed.inc(count)
+            for mapping, count in warned.items():
+                self._metrics.field_warnings.labels(mapping).inc(count)
             reseeked.clear()
             self._note_passed()
 

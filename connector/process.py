@@ -43,7 +43,6 @@ class Target:
 
     mapping: CompiledMapping
     connection_id: str
-    warnings: Counter  # mapping_field_warnings{mapping=…}
     accepted: Counter  # records_accepted{mapping=…}
     name: str = field(init=False)  # the mapping's
     raw_flow_id: str | None = field(init=False)  # the mapping's
@@ -73,7 +72,7 @@ class Processed:
     """What became of one record: messages to send (envelope bytes and their target), dead
     letters, and how many mappings filtered it out; `tombstone` when skipped as one.
     `warnings` holds (mapping name, field warnings) for the mappings that left fields out
-    (the worker counts them; `map --from-topic` prints them).
+    (the worker counts them per batch; `map --from-topic` prints them).
 
     Built once per record with every field given, positionally: default factories and
     keyword arguments cost half a microsecond more per record."""
@@ -86,7 +85,7 @@ class Processed:
 
 
 def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
-    """Decode, map, envelope and size-check one record (pure but for metric counters)."""
+    """Decode, map, envelope and size-check one record (pure: the caller counts)."""
     value = record.value
     if value is None:
         if route.dead_letter_tombstones:
@@ -109,7 +108,6 @@ def process(record: SourceRecord, route: Route, now_ms: int) -> Processed:
             continue
         entity, warnings = mapped.entity, mapped.warnings
         if warnings:
-            target.warnings.inc(len(warnings))
             warned += ((target.name, warnings),)
         if entity is None:
             filtered += 1
@@ -200,7 +198,6 @@ class Routes:
             target = self._targets[mapping.name] = Target(
                 mapping,
                 mapping.connection_id,
-                self._metrics.field_warnings.labels(mapping.name),
                 self._metrics.records_accepted.labels(mapping.name),
             )
         return target

@@ -337,6 +337,40 @@ def test_a_record_finishes_when_every_mapping_is_done_and_filtered_ones_at_once(
     assert value(worker.metrics.records_skipped.labels("filter")) == 3
 
 
+WARNED_MAPPING = (
+    "name: warned\n"
+    f"source: {{topics: [{TOPIC}], format: json}}\n"
+    "target: {connectionId: conn-warned, datasetId: ds3, schemaRef: "
+    "{id: 'https://ns.adobe.com/acme/schemas/w', "
+    "contentType: 'application/vnd.adobe.xed-full+json;version=1'}}\n"
+    "mappings:\n  - {source: id, destination: _id}\n"
+    "  - {sourceType: EXPRESSION, source: 'to_integer(id)', destination: _acme.number}\n"
+)
+
+
+def test_field_warnings_are_counted_by_mapping_and_the_records_still_sent(
+    tmp_path: Path,
+) -> None:
+    sent: dict[str, int] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        connection = request.url.path.rsplit("/", 1)[1]
+        sent[connection] = sent.get(connection, 0) + len(orjson.loads(request.content)["messages"])
+        return accept_all(request)
+
+    steps: list[Step | Until] = [
+        produce(0, range(0, 4)),
+        Until(lambda: script.position(0) == 4),
+        produce(1, range(0, 3)),
+        Until(lambda: script.position(1) == 3),
+    ]
+    worker, script, _ = make_worker(tmp_path, steps, handler, extra_mappings=(WARNED_MAPPING,))
+    assert worker.run() == EXIT_OK
+    assert sent == {"conn": 7, "conn-warned": 7}  # "0-1" is no integer: _acme.number left out
+    assert value(worker.metrics.field_warnings.labels("warned")) == 7
+    assert value(worker.metrics.field_warnings.labels("orders")) == 0
+
+
 @pytest.mark.parametrize("mode", ["skip", "dead-letter"])
 def test_tombstones(tmp_path: Path, mode: str) -> None:
     def records(s: Script) -> None:
