@@ -67,6 +67,9 @@ class Intake:
             for reason in ("filter", "tombstone", "refetched")
         }
         self._reseeked: set[PartitionKey] = set()  # the rest of this batch is stale
+        #: Records skipped as filtered out or as tombstones in this batch (counted at its end).
+        self._filtered = 0
+        self._tombstones = 0
         #: Parts taken since the breaker last heard of one, none dead-lettered: the breaker
         #: notes such a run at once (before the next dead letter, or at the end of the batch).
         self._passed = 0
@@ -124,6 +127,12 @@ class Intake:
                 route_of(topic).consumed.inc(count)
             for mapping, count in warned.items():
                 self._metrics.field_warnings.labels(mapping).inc(count)
+            if self._filtered:
+                self._skipped["filter"].inc(self._filtered)
+                self._filtered = 0
+            if self._tombstones:
+                self._skipped["tombstone"].inc(self._tombstones)
+                self._tombstones = 0
             reseeked.clear()
             self._note_passed()
 
@@ -182,9 +191,9 @@ class Intake:
         state.may_refetch = False
         messages, letters = processed.messages, processed.dead_letters
         if processed.filtered:
-            self._skipped["filter"].inc(processed.filtered)
+            self._filtered += processed.filtered
         elif processed.tombstone:
-            self._skipped["tombstone"].inc()
+            self._tombstones += 1
         state.add(record.offset, len(messages) + len(letters))
         if letters:
             self._note_passed()
