@@ -29,7 +29,8 @@ Figures, per run (docs/performance.md says what each one means):
   threads: main loop, sender threads, librdkafka) from /proc/<pid>/stat, sampled when the
   worker logs "subscribed" (after imports and mapping compilation) and when the topic is
   drained; also split by thread (/proc/<pid>/task). startup_cpu_s is what came before.
-- peak_rss_mb: VmHWM of /proc/<pid>/status when the topic is drained.
+- peak_rss_mb: VmHWM of /proc/<pid>/status when the topic is drained; rss_at_subscribe_mb: VmRSS
+  when the worker logs "subscribed" (imports, settings and mappings, before any record).
 - requests, mean_request_bytes, mean_request_latency_ms: the worker's /metrics
   (aep_connector_request_bytes and aep_connector_request_latency_seconds sums and counts),
   cross-checked with the emulator's /__emulator/stats (requests, bytes received).
@@ -430,6 +431,7 @@ def run_once(
     try:
         deadline = time.monotonic() + args.timeout
         cpu_at_subscribe: float | None = None
+        rss_at_subscribe_kb = 0
         threads_at_subscribe: dict[str, float] = {}
         faults_at_subscribe = 0
         window_start = 0.0
@@ -447,6 +449,7 @@ def run_once(
                 cpu_at_subscribe = cpu_seconds(pid)
                 threads_at_subscribe = thread_cpu_seconds(pid)
                 faults_at_subscribe = minor_faults(pid)
+                rss_at_subscribe_kb = status_kb(pid, "VmRSS")
                 window_start = time.monotonic()
                 machine_start = machine_cpu()
                 emulator_start = cpu_seconds(emulator.process.pid)
@@ -517,6 +520,7 @@ def run_once(
         "minor_faults_per_request": round((faults_at_drain - faults_at_subscribe) / requests)
         if requests
         else 0,
+        "rss_at_subscribe_mb": round(rss_at_subscribe_kb / 1024, 1),
         "rss_at_drain_mb": round(rss_kb / 1024, 1),
         "requests": int(requests),
         "mean_request_bytes": round(mean_request),

@@ -7,6 +7,7 @@ import signal
 import sys
 from types import FrameType
 
+from connector.allocator import fix_mmap_threshold
 from connector.logs import configure, get_logger
 from connector.mapping import CompiledMapping, MappingLoadError, TargetDefaults, load_mappings
 from connector.metrics import Metrics
@@ -46,6 +47,8 @@ def run_worker(settings: Settings) -> int:
 
     configure(settings.ops.log_format, settings.ops.log_level)
     log.info("starting", extra={"fields": {"config": masked(settings)}})
+    if not fix_mmap_threshold():
+        log.debug("allocator left as it is (MALLOC_MMAP_THRESHOLD_ set, or not glibc)")
     for warning in security_warnings(settings):
         log.warning(warning)
     try:
