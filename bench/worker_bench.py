@@ -29,6 +29,7 @@ Figures, per run (docs/performance.md says what each one means):
   threads: main loop, sender threads, librdkafka) from /proc/<pid>/stat, sampled when the
   worker logs "subscribed" (after imports and mapping compilation) and when the topic is
   drained; also split by thread (/proc/<pid>/task). startup_cpu_s is what came before.
+  system_cpu_us_per_record (and by thread): the kernel's share of it (page faults, sends).
 - peak_rss_mb: VmHWM of /proc/<pid>/status when the topic is drained; rss_at_subscribe_mb: VmRSS
   when the worker logs "subscribed" (imports, settings and mappings, before any record).
 - requests, mean_request_bytes, mean_request_latency_ms: the worker's /metrics
@@ -213,9 +214,16 @@ def minor_faults(pid: int) -> int:
     return int(fields[7])
 
 
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
+def system_cpu_seconds(pid: int) -> float:
+    """System (kernel) CPU of a process, all threads: page faults, socket sends, futexes."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / CLOCK_TICKS
+
+
+def thread_cpu_seconds(pid: int, system_only: bool = False) -> dict[str, float]:
     """CPU of the worker's threads by kind: the main thread (the record path), librdkafka's
-    threads (named rdk:*), and the others alive (the ops server, requests in flight)."""
+    threads (named rdk:*), and the others alive (the ops server, requests in flight); with
+    `system_only`, only their kernel time."""
     kinds = {"main": 0.0, "librdkafka": 0.0, "other": 0.0}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -223,7 +231,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # the thread ended meanwhile
-        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        seconds = (int(fields[12]) + (0 if system_only else int(fields[11]))) / CLOCK_TICKS
         kind = (
             "main"
             if task.name == str(pid)
@@ -433,6 +441,8 @@ def run_once(
         cpu_at_subscribe: float | None = None
         rss_at_subscribe_kb = 0
         threads_at_subscribe: dict[str, float] = {}
+        system_threads_at_subscribe: dict[str, float] = {}
+        system_at_subscribe = 0.0
         faults_at_subscribe = 0
         window_start = 0.0
         machine_start = emulator_start = broker_start = None
@@ -448,6 +458,8 @@ def run_once(
             if watch.subscribed and cpu_at_subscribe is None:
                 cpu_at_subscribe = cpu_seconds(pid)
                 threads_at_subscribe = thread_cpu_seconds(pid)
+                system_threads_at_subscribe = thread_cpu_seconds(pid, system_only=True)
+                system_at_subscribe = system_cpu_seconds(pid)
                 faults_at_subscribe = minor_faults(pid)
                 rss_at_subscribe_kb = status_kb(pid, "VmRSS")
                 window_start = time.monotonic()
@@ -460,6 +472,8 @@ def run_once(
         # Drained: sample before asking the worker to stop (shutdown is not part of the run).
         cpu_at_drain = cpu_seconds(pid)
         threads_at_drain = thread_cpu_seconds(pid)
+        system_threads_at_drain = thread_cpu_seconds(pid, system_only=True)
+        system_at_drain = system_cpu_seconds(pid)
         faults_at_drain = minor_faults(pid)
         window = time.monotonic() - window_start
         peak_rss_kb = status_kb(pid, "VmHWM")
@@ -504,6 +518,14 @@ def run_once(
     }
     # Request threads end with their request: their CPU is in the process's, not in a task.
     by_thread["ended (requests)"] = round(cpu_run / records * 1e6 - sum(by_thread.values()), 1)
+    system_run = system_at_drain - system_at_subscribe
+    system_by_thread = {
+        kind: round((seconds - system_threads_at_subscribe.get(kind, 0.0)) / records * 1e6, 1)
+        for kind, seconds in system_threads_at_drain.items()
+    }
+    system_by_thread["ended (requests)"] = round(
+        system_run / records * 1e6 - sum(system_by_thread.values()), 1
+    )
     figures: dict[str, Any] = {
         "run": run,
         "receipts": receipts,
@@ -516,6 +538,8 @@ def run_once(
         "cpu_us_per_record": round(cpu_run / records * 1e6, 1),
         "startup_cpu_s": round(cpu_at_subscribe, 2),
         "cpu_us_per_record_by_thread": by_thread,
+        "system_cpu_us_per_record": round(system_run / records * 1e6, 1),
+        "system_cpu_us_per_record_by_thread": system_by_thread,
         "peak_rss_mb": round(peak_rss_kb / 1024, 1),
         "minor_faults_per_request": round((faults_at_drain - faults_at_subscribe) / requests)
         if requests
