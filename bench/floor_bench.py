@@ -1,6 +1,6 @@
 """The floor of the worker's work per record, measured the way the worker does it.
 
-    .venv/bin/python bench/floor_bench.py [--records 200000] [--partitions 8]
+    .venv/bin/python bench/floor_bench.py [--records 200000] [--partitions 8] [--single-cpu]
 
 Consume from the real broker (batched consume with the worker's own consumer configuration),
 parse (orjson), map with the hand-written twin of the web-commerce example
@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.twins.web_commerce import map_record  # noqa: E402
+from connector.cpu import pin_to_one_cpu  # noqa: E402
 from connector.mapping import TargetDefaults, load_mapping_file  # noqa: E402
 from connector.records import SourceRecord  # noqa: E402
 from connector.settings import Settings  # noqa: E402
@@ -42,12 +43,21 @@ FRAMING = len(b'{"messages":[]}')
 
 
 def measure_floor(
-    bootstrap: str, topic: str, records: int, max_request_bytes: int, timeout_s: float = 600
+    bootstrap: str,
+    topic: str,
+    records: int,
+    max_request_bytes: int,
+    timeout_s: float = 600,
+    single_cpu: bool = False,
 ) -> dict[str, Any]:
-    """Consume `records` records of `topic` from the start and do the floor's work on each."""
+    """Consume `records` records of `topic` from the start and do the floor's work on each;
+    with `single_cpu`, on one CPU with librdkafka's threads, as the worker with ops.single_cpu."""
     mapping = load_mapping_file(MAPPING, TargetDefaults("floor", "FLOOR@AdobeOrg"))
     envelope = mapping.envelope
     settings = Settings(kafka={"bootstrap_servers": bootstrap, "group_id": unique_name("floor")})
+    allowed = os.sched_getaffinity(0) if single_cpu else None
+    if single_cpu:
+        pin_to_one_cpu()  # this thread, and librdkafka's threads the consumer starts
     consumer = Consumer(consumer_config(settings))
     consumer.subscribe([topic])
     cpu_start = time.process_time()
@@ -90,6 +100,8 @@ def measure_floor(
         elapsed = time.monotonic() - (first_record_at or wall_start)
     finally:
         consumer.close()
+        if allowed is not None:
+            os.sched_setaffinity(0, allowed)
     return {
         "records": taken,
         "cpu_s": round(cpu, 2),
@@ -109,6 +121,7 @@ def main() -> None:
     parser.add_argument("--record-size", type=int, default=1000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--max-request-bytes", type=int, default=1_000_000)
+    parser.add_argument("--single-cpu", action="store_true", help="Run on one CPU.")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="floor-bench-") as work,
@@ -119,7 +132,9 @@ def main() -> None:
     ):
         topic = create_topic(bootstrap, unique_name("floor-web-commerce"), args.partitions)
         produce_records(bootstrap, topic, args.records, args.record_size, args.partitions)
-        figures = measure_floor(bootstrap, topic, args.records, args.max_request_bytes)
+        figures = measure_floor(
+            bootstrap, topic, args.records, args.max_request_bytes, single_cpu=args.single_cpu
+        )
     print(
         f"floor: {figures['cpu_us_per_record']} CPU-µs/record, "
         f"{figures['records_per_s']:,} records/s, {figures['requests']} requests of "

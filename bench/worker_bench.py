@@ -5,7 +5,7 @@
         --repeat 3 --output bench-result.json [--profile] [--keep] [--receipts on|required] \\
         [--env AEP_CONNECTOR_BATCHING__LINGER_MS=100 ...] \\
         [--emulator-config '{"faults": {"p503": 0.02, "retry_after_s": 1}}'] \\
-        [--bad-every 200] [--scrape metrics-series.json]
+        [--bad-every 200] [--scrape metrics-series.json] [--floor] [--single-cpu]
 
 What it does, in order:
 1. a broker: `KAFKA_BOOTSTRAP_SERVERS` when set (loopback only), else `scripts/local-kafka`
@@ -44,6 +44,9 @@ created, and each round runs the worker twice over the same records, receipts of
 (`receipts.required` false or true), so that load elsewhere on the machine spreads over both.
 The summary gives each case's figures and `receipts_cpu_us_per_record`: the median CPU-µs per
 record with receipts minus without.
+
+`--single-cpu` runs the worker with `ops.single_cpu` (its threads kept on one CPU) and the floor
+on one CPU too (its thread and librdkafka's), so that the ratio compares like with like.
 
 `--scrape FILE` reads the worker's /metrics once a second from start to drained (and a few
 seconds after) and writes the series to FILE, for bench/dashboard_png.py to draw the Grafana
@@ -791,6 +794,12 @@ def main() -> None:
         help="Measure the floor (bench/floor_bench.py) on the same topic before every run; "
         "print each run's CPU per record as a ratio to the floor measured just before it.",
     )
+    parser.add_argument(
+        "--single-cpu",
+        action="store_true",
+        help="Keep the worker's threads on one CPU (ops.single_cpu) and the floor's too, so "
+        "that the ratio compares like with like.",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="Bound on one run, seconds.")
     parser.add_argument(
         "--receipts",
@@ -833,6 +842,8 @@ def main() -> None:
         if not sep or not name.startswith("AEP_CONNECTOR_"):
             parser.error(f"--env {assignment!r}: expected AEP_CONNECTOR_NAME=VALUE")
         args.settings[name] = value
+    if args.single_cpu:
+        args.settings["AEP_CONNECTOR_OPS__SINGLE_CPU"] = "true"
     args.max_request_bytes = int(
         args.settings.get("AEP_CONNECTOR_BATCHING__MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)
     )
@@ -890,7 +901,11 @@ def main() -> None:
                         # core drifts between runs, and a ratio to a floor taken minutes
                         # earlier would measure that drift too.
                         args.floor_figures = measure_floor(
-                            bootstrap, topic, args.records, args.max_request_bytes
+                            bootstrap,
+                            topic,
+                            args.records,
+                            args.max_request_bytes,
+                            single_cpu=args.single_cpu,
                         )
                         floors.append(args.floor_figures)
                         print(

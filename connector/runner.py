@@ -8,6 +8,7 @@ import sys
 from types import FrameType
 
 from connector.allocator import fix_mmap_threshold
+from connector.cpu import pin_to_one_cpu
 from connector.logs import configure, get_logger
 from connector.mapping import CompiledMapping, MappingLoadError, TargetDefaults, load_mappings
 from connector.metrics import Metrics
@@ -49,6 +50,16 @@ def run_worker(settings: Settings) -> int:
     log.info("starting", extra={"fields": {"config": masked(settings)}})
     if not fix_mmap_threshold():
         log.debug("allocator left as it is (MALLOC_MMAP_THRESHOLD_ set, or not glibc)")
+    if settings.ops.single_cpu:  # before the Kafka clients and the ops server start threads
+        try:
+            cpu = pin_to_one_cpu()
+        except OSError as exc:
+            log.warning("ops.single_cpu: affinity refused", extra={"fields": {"error": str(exc)}})
+        else:
+            if cpu is None:
+                log.warning("ops.single_cpu: CPU affinity is not supported here")
+            else:
+                log.info("threads kept on one CPU", extra={"fields": {"cpu": cpu}})
     for warning in security_warnings(settings):
         log.warning(warning)
     try:

@@ -8,6 +8,7 @@ end the group's committed offsets equal the end offsets.
 from __future__ import annotations
 
 import io
+import os
 import signal
 import struct
 import time
@@ -186,6 +187,44 @@ def test_all_json_records_accepted_once(scenario: Scenario, emulator: RunningEmu
     assert sums["aep_connector_consumer_lag"] == 0
     assert sums["aep_connector_requests_total"] == emulator.stats()["requests_total"]
     assert f'aep_connector_records_accepted_total{{mapping="orders"}} {total}.0' in metrics
+
+
+def thread_cpus(pid: int) -> dict[str, str]:
+    """Each thread's allowed CPUs (Cpus_allowed_list of /proc/<pid>/task/<tid>/status)."""
+    allowed: dict[str, str] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        status = (task / "status").read_text()
+        name = (task / "comm").read_text().strip()
+        allowed[f"{name}/{task.name}"] = status.split("Cpus_allowed_list:")[1].split()[0]
+    return allowed
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two CPUs",
+)
+def test_single_cpu_keeps_every_thread_on_one_cpu_and_loses_nothing(
+    scenario: Scenario, emulator: RunningEmulator
+) -> None:
+    total = 2_000
+    produce(scenario.bootstrap, scenario.topic, (order(n) for n in range(total)))
+    path = write_mapping(scenario.mappings_dir, "orders", orders_mapping(scenario.topic))
+    env = scenario.env(emulator) | {"AEP_CONNECTOR_OPS__SINGLE_CPU": "true"}
+    with scenario.worker(env) as worker:
+        scenario.wait_drained(worker)
+        allowed = thread_cpus(worker.process.pid)
+        worker.signal(signal.SIGTERM)
+        assert worker.wait_exit() == 0
+    # The main thread, librdkafka's, the ops server's and the request threads: one CPU.
+    assert len(allowed) > 3, allowed
+    assert len(set(allowed.values())) == 1, allowed
+    cpu = next(iter(allowed.values()))
+    assert cpu.isdigit(), allowed
+    assert '"threads kept on one CPU"' in worker.output()
+    counts = check_entities(path, emulator.messages())
+    assert len(counts) == total
+    assert max(counts.values()) == 1
+    assert scenario.dead_letters(0) == []
 
 
 # ---------------------------------------------------------------------------- 2. Avro
