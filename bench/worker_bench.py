@@ -608,11 +608,16 @@ def run_once(
     if args.profile:
         figures["profile"] = render_profile(session, args.output)
         figures["main_thread_stages"] = profile_stages(session)
-    if args.floor_figures:
-        floor = args.floor_figures["cpu_us_per_record"]
-        figures["floor_cpu_us_per_record"] = floor
-        figures["cpu_ratio_to_floor"] = round(figures["cpu_us_per_record"] / floor, 2)
     return figures
+
+
+def set_floor(figures: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
+    """A run's floor is the mean of the floors measured just before and just after it: the
+    speed of this machine's cores drifts by a third within minutes, and a floor taken on one
+    side only would measure that drift too."""
+    floor = round((before["cpu_us_per_record"] + after["cpu_us_per_record"]) / 2, 1)
+    figures["floor_cpu_us_per_record"] = floor
+    figures["cpu_ratio_to_floor"] = round(figures["cpu_us_per_record"] / floor, 2)
 
 
 #: Where the main thread's time goes, by the file of the innermost frame of each sample (C
@@ -791,8 +796,9 @@ def main() -> None:
     parser.add_argument(
         "--floor",
         action="store_true",
-        help="Measure the floor (bench/floor_bench.py) on the same topic before every run; "
-        "print each run's CPU per record as a ratio to the floor measured just before it.",
+        help="Measure the floor (bench/floor_bench.py) on the same topic before the first run "
+        "and after every run; print each run's CPU per record as a ratio to the mean of the "
+        "floors just before and just after it.",
     )
     parser.add_argument(
         "--single-cpu",
@@ -871,7 +877,6 @@ def main() -> None:
                 f"mean over {args.partitions} partitions of {topic} in {produce_s:.1f} s",
                 flush=True,
             )
-            args.floor_figures = None
             floors: list[dict[str, Any]] = []
             if args.floor:
                 from bench.floor_bench import measure_floor
@@ -895,26 +900,34 @@ def main() -> None:
                     receipts_topic,
                 )
                 cases = ["off", args.receipts] if args.receipts else ["off"]
+
+                def floor_now() -> dict[str, Any]:
+                    figures = measure_floor(
+                        bootstrap,
+                        topic,
+                        args.records,
+                        args.max_request_bytes,
+                        single_cpu=args.single_cpu,
+                    )
+                    floors.append(figures)
+                    print(
+                        f"floor: {figures['cpu_us_per_record']} CPU-µs/record "
+                        f"(consume, parse, hand-written map, envelope, framing)",
+                        flush=True,
+                    )
+                    return figures
+
+                # Floors between the rounds: each round's runs compare with the mean of the
+                # floor before and the floor after them (set_floor).
+                floor_before = floor_now() if args.floor else None
                 for run in range(1, args.repeat + 1):
-                    if args.floor:
-                        # Measured again before every run: on a shared machine the speed of a
-                        # core drifts between runs, and a ratio to a floor taken minutes
-                        # earlier would measure that drift too.
-                        args.floor_figures = measure_floor(
-                            bootstrap,
-                            topic,
-                            args.records,
-                            args.max_request_bytes,
-                            single_cpu=args.single_cpu,
-                        )
-                        floors.append(args.floor_figures)
-                        print(
-                            f"floor: {args.floor_figures['cpu_us_per_record']} CPU-µs/record "
-                            f"(consume, parse, hand-written map, envelope, framing)",
-                            flush=True,
-                        )
-                    for case in cases:  # the cases take turns in each round
-                        figures = run_once(services, run, args, case)
+                    round_runs = [run_once(services, run, args, case) for case in cases]
+                    if floor_before is not None:
+                        floor_after = floor_now()
+                        for figures in round_runs:
+                            set_floor(figures, floor_before, floor_after)
+                        floor_before = floor_after
+                    for figures in round_runs:  # the cases take turns in each round
                         runs.append(figures)
                         print_run(figures)
     finally:
