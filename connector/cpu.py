@@ -4,8 +4,9 @@ Python runs one thread at a time, so the worker uses about one core whatever it 
 threads (the main loop, requests, librdkafka's) hand work to each other hundreds of times a
 second, and when the kernel wakes each on another core every hand-off crosses cores: the
 waking core's caches are cold and, in a virtual machine, the wake-up itself is an
-inter-processor interrupt. Kept on one core, the end-to-end benchmark's worker spent 14–18 %
-less CPU per record and moved 20–25 % more records a second (docs/performance.md).
+inter-processor interrupt. Kept on one core of its own (the emulator and the broker on the
+other), the end-to-end benchmark's worker spent 12–20 % less CPU per record and moved 17–26 %
+more records a second; with them free to share its core, nothing (docs/performance.md).
 
 Off by default: a worker pinned to a CPU cannot be moved off it, so on a node shared with
 other busy processes two pinned workers may land on one core. Turn it on where the worker has
