@@ -10,7 +10,7 @@ import httpx
 import orjson
 
 from connector.delivery.outcome import api_message
-from connector.delivery.transport import certificate_error
+from connector.delivery.transport import certificate_error, release
 from connector.errors import HaltError, RetryableError
 from connector.metrics import Metrics
 from connector.settings import AuthSettings
@@ -64,7 +64,7 @@ class TokenProvider:
             "scope": ",".join(settings.scopes),
         }
         try:
-            response = self._http.post(settings.token_url, data=form)
+            response = release(self._http.post(settings.token_url, data=form))
         except httpx.HTTPError as exc:
             raise certificate_error(exc, "the token endpoint") or RetryableError(
                 f"token endpoint unreachable: {type(exc).__name__}"

@@ -42,7 +42,12 @@ from connector.delivery.outcome import (
     classify_single,
 )
 from connector.delivery.ratelimit import RateLimits
-from connector.delivery.transport import CERTIFICATE_ATTEMPTS, CertificateError, certificate_error
+from connector.delivery.transport import (
+    CERTIFICATE_ATTEMPTS,
+    CertificateError,
+    certificate_error,
+    release,
+)
 from connector.errors import (
     AuthenticationError,
     DeadLetter,
@@ -374,9 +379,11 @@ class Sender:
         attempt_started = self._clock()
         try:
             if timeout is None:
-                response = self._http.post(url, content=body, headers=headers)
+                response = release(self._http.post(url, content=body, headers=headers))
             else:
-                response = self._http.post(url, content=body, headers=headers, timeout=timeout)
+                response = release(
+                    self._http.post(url, content=body, headers=headers, timeout=timeout)
+                )
         except httpx.HTTPError as exc:
             self._metrics.requests.labels("error").inc()
             if self._attempts is not None:

@@ -27,6 +27,19 @@ _CERTIFICATE_REASONS = ("CERTIFICATE", "UNKNOWN_CA", "BAD_CERT", "CERT_")
 _NOT_CERTIFICATE = (ssl.SSLEOFError, ssl.SSLSyscallError, ssl.SSLZeroReturnError)
 
 
+def release(response: httpx.Response) -> httpx.Response:
+    """`response`, no longer in a reference cycle: httpx 0.28 wraps a response's stream in an
+    object that points back at the response, so a read response, its request and the request's
+    body (up to 1 MB) were freed only by the cyclic collector's next pass, not when the last
+    reference went (httpx issue 3733). Call it once the body is read (`Client.post` reads it);
+    `content` and everything else of the response stay as they were."""
+    response.stream = _EMPTY_STREAM
+    return response
+
+
+_EMPTY_STREAM = httpx.ByteStream(b"")
+
+
 class CertificateError(RetryableError):
     """The TLS handshake failed on a certificate: the API's (not trusted, expired, wrong
     host) or ours (refused by the server)."""

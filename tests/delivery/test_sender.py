@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -202,6 +203,40 @@ def test_token_is_fetched_cached_and_renewed_before_expiry() -> None:
     sender.deliver(batch(1))
     assert issued == ["tok0", "tok1"]
     assert metrics.token_renewals.labels("expiry")._value.get() == 1
+
+
+def test_requests_and_token_fetches_leave_nothing_for_the_cyclic_collector() -> None:
+    """A request's objects, its ~1 MB body with them, and a token fetch's (the client secret
+    in its form) are freed when it is done: in a reference cycle they would wait for the
+    collector's next pass (see connector.delivery.transport.release)."""
+    clock = Clock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ims/token/v3":
+            return httpx.Response(
+                200, json={"access_token": "tok", "token_type": "bearer", "expires_in": 100}
+            )
+        return accept_all(request)
+
+    sender, _, _ = make_sender(handler, AUTH, clock=clock)
+    sender.deliver(batch(3))  # the client's connection pool and lazy imports, made once
+    clock.now += 81  # the next delivery renews the token first
+    gc.collect()
+    gc.disable()
+    try:
+        sender.deliver(batch(3))
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [
+            type(o).__qualname__
+            for o in gc.garbage
+            if type(o).__module__.split(".")[0] in ("httpx", "httpcore")
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
 
 
 def test_401_renews_once_then_succeeds() -> None:
