@@ -11,8 +11,8 @@ confluent_kafka.Message objects, built in memory from the end-to-end benchmark's
 records (`--records` over 8 partitions), from a consumer that hands them out in per-partition
 runs, as librdkafka does:
 
-- **the worker**: the real loop (`Worker.run`, after `gc.freeze()` as connector/runner.py does):
-  intake, process (decode, compiled mapping, XDM validation, envelope), batches, dispatcher,
+- **the worker**: the real loop (`Worker.run`, after `settle_collector()` as connector/runner.py
+  does): intake, process (decode, compiled mapping, XDM validation, envelope), batches, dispatcher,
   results, offset tracker, commits, metrics. The API is an httpx MockTransport answering every
   request with one result per message; the dead-letter producer is a stub (nothing is
   dead-lettered). The figure is the main thread's CPU (`time.thread_time`) from its first
@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench.floor_bench import FRAMING, MAPPING  # noqa: E402
 from bench.twins.web_commerce import map_record  # noqa: E402
 from bench.worker_bench import make_record, mapping_copy, templates  # noqa: E402
+from connector.allocator import settle_collector  # noqa: E402
 from connector.deadletter import DeadLetterWriter  # noqa: E402
 from connector.mapping import (  # noqa: E402
     CompiledMapping,
@@ -251,11 +252,13 @@ def worker_round(messages: list[Message], work: Path, variant: str, profile: boo
 
         profiler = Profiler(interval=0.0005)
         profiler.start()
-    gc.freeze()
+    threshold = gc.get_threshold()
+    settle_collector()
     try:
         status = worker.run()
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
     if profiler is not None:
         profiler.stop()
         print(profiler.output_text(color=False, processor_options={"filter_threshold": 0.005}))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import sys
 from types import FrameType
 
-from connector.allocator import fix_mmap_threshold
+from connector.allocator import fix_mmap_threshold, settle_collector
 from connector.cpu import pin_to_one_cpu
 from connector.logs import configure, get_logger
 from connector.mapping import CompiledMapping, MappingLoadError, TargetDefaults, load_mappings
@@ -86,10 +85,7 @@ def run_worker(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # What exists now (modules, settings, compiled mappings, clients) lives as long as the
-    # process: keep it out of the collector's full passes, which would walk it all again and
-    # again while records stream through (2-3 µs per record in bench/hotpath_bench.py).
-    gc.freeze()
+    settle_collector()  # what exists now lives as long as the process
     try:
         status = worker.run()
         if worker.halt_reason is not None and settings.ops.halt_linger_s > 0:

@@ -49,3 +49,34 @@ def test_fixed_threshold_gives_megabyte_buffers_their_own_mappings() -> None:
 
 def test_an_operators_own_threshold_stands() -> None:
     assert fix_mmap_threshold({ENV_OVERRIDE: "262144"}) is False
+
+
+# Keeps ~2,000 short-lived tracked objects coming and going, as records in flight do, and
+# prints how many passes the collector made over its youngest generation.
+COLLECTOR_PROBE = """
+import gc, sys
+from connector.allocator import YOUNG_GENERATION_THRESHOLD, settle_collector
+if sys.argv[1] == "settle":
+    settle_collector()
+    assert gc.get_threshold()[0] == YOUNG_GENERATION_THRESHOLD
+    assert gc.get_freeze_count() > 0
+passes = []
+gc.callbacks.append(lambda phase, info: phase == "start" and passes.append(info["generation"]))
+for _ in range(50):
+    live = [{"n": i} for i in range(2000)]
+    del live
+print(len(passes))
+"""
+
+
+def collector_passes(mode: str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECTOR_PROBE, mode], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_settled_collector_leaves_objects_that_come_and_go_alone() -> None:
+    assert collector_passes("leave") > 50
+    assert collector_passes("settle") == 0
