@@ -136,7 +136,8 @@ class KafkaSettings(_Section):
             "librdkafka properties passed to the consumer and the dead-letter producer as they "
             "are (TLS, SASL mechanism, fetch sizes); JSON object in the environment. Secret "
             "keys (*password*, *secret*, ssl.key.pem, ...) are refused here: use "
-            "secret_properties."
+            "secret_properties. With `debug` set, librdkafka writes its log to stderr as plain "
+            "text instead of through the worker's logging."
         ),
         json_schema_extra=_plain_properties_schema(),
     )

@@ -63,6 +63,12 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         **kafka.properties,
         **{k: v.get_secret_value() for k, v in kafka.secret_properties.items()},
     }
+    if "debug" in config:
+        # Debug contexts print protocol details, some of them not UTF-8; confluent-kafka
+        # decodes each line strictly before it reaches a Python logger, and a line it cannot
+        # decode makes consume() raise (the worker halted at a broker restart with
+        # `debug: broker,msg,eos,topic`). librdkafka writes its debug log to stderr itself.
+        del config["logger"]
     return config
 
 

@@ -12,7 +12,8 @@ from confluent_kafka import KafkaError, KafkaException
 from connector.deadletter import DeadLetterWriter
 from connector.errors import HaltError
 from connector.metrics import Metrics
-from connector.source.kafka import halt_reason
+from connector.settings import Settings
+from connector.source.kafka import consumer_config, halt_reason, producer_config
 from tests.test_deadletter import FakeProducer
 
 AUTH_FAILED = KafkaError(  # as librdkafka words it
@@ -91,3 +92,17 @@ def test_dead_letter_topic_check_halts_on_a_failed_login() -> None:
         writer([AUTH_FAILED]).check_topic(timeout_s=0.1)
     # Brokers merely not answering yet are no reason to halt.
     writer([KafkaError(KafkaError._TRANSPORT, "refused")]).check_topic(timeout_s=0.1)
+
+
+def test_librdkafka_logs_through_the_worker_unless_debug_contexts_are_set() -> None:
+    """With `debug`, lines that are not UTF-8 would make consume() raise on their way to a
+    Python logger: librdkafka then writes its log to stderr itself."""
+    plain = Settings(kafka={"bootstrap_servers": "k:9092", "group_id": "g"})
+    assert "logger" in consumer_config(plain)
+    assert "logger" in producer_config(plain)
+    debugging = Settings(
+        kafka={"bootstrap_servers": "k:9092", "group_id": "g", "properties": {"debug": "broker"}}
+    )
+    for config in (consumer_config(debugging), producer_config(debugging)):
+        assert "logger" not in config
+        assert config["debug"] == "broker"
